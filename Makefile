@@ -1,0 +1,31 @@
+# samrs: the two commands of the README.
+#   make demo   set up .venv (once) and train the demo experiment on generated scenes, CPU
+#   make test   set up .venv (once) and run the test suite (what CI runs, via .ci/run)
+# A second run skips the install: the stamp file is newer than pyproject.toml.
+
+PYTHON ?= python3
+VENV ?= .venv
+# The torch build to install; override for another CUDA, e.g. TORCH="torch torchvision".
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.samrs-installed
+PYTEST_ARGS ?= -n 2
+
+.PHONY: install demo test clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(PY) -m samrs.train experiment=demo $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS) $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

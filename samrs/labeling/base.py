@@ -1,0 +1,49 @@
+"""What a labeler returns: one mask per object, stored as a crop around the object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from samrs.sources.records import ImageRecord
+
+
+@dataclass
+class InstanceMask:
+    """The mask of one object, as a boolean crop placed at (x0, y0) in the image.
+
+    Crops keep memory proportional to object size: a 1024x1024 tile with 2000 vehicles never holds
+    2000 full-size masks.
+    """
+
+    mask: np.ndarray  # (h, w) bool
+    x0: int
+    y0: int
+    object_index: int  # index into ImageRecord.objects
+    class_id: int
+    score: float | None = None  # SAM's predicted IoU; None for model-free labelers
+    prompt: str = ""
+    outside: int = 0  # predicted pixels outside the kept region around the box (counted, dropped)
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+    def full(self, height: int, width: int) -> np.ndarray:
+        """The mask pasted into an all-False (height, width) array (for tests and evaluation)."""
+        out = np.zeros((height, width), dtype=bool)
+        h, w = self.mask.shape
+        out[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = self.mask
+        return out
+
+
+class Labeler(Protocol):
+    """Turns images and their objects into instance masks; batched so models can be efficient."""
+
+    name: str
+
+    def label(self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]) -> list[list[InstanceMask]]:
+        """For each (H, W, 3) uint8 image and its record, one InstanceMask per labeled object."""
+        ...
