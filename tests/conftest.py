@@ -1,0 +1,29 @@
+"""Shared fixtures: the real sample files (skipped when absent), small generated data, paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _samples_root() -> Path:
+    env = os.environ.get("SAMRS_SAMPLES")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "samples"
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    """../shared/samples (or $SAMRS_SAMPLES): small real dataset files; the test skips without it."""
+    root = _samples_root()
+    if not root.is_dir():
+        pytest.skip(f"real samples not found at {root} (set SAMRS_SAMPLES)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
