@@ -27,3 +27,16 @@ def samples_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def generated_subsets(tmp_path_factory) -> dict[str, Path]:
+    """Small generated SAMRS-format subsets (12 scenes of 64 px each) for sota, sior and fast."""
+    from samrs.scenes.subset import write_generated_subset
+
+    root = tmp_path_factory.mktemp("generated")
+    return {
+        name: write_generated_subset(root / name, name, count=12, size=64, num_objects=(2, 5), seed=3,
+                                     val_fraction=0.25, progress=False)
+        for name in ("sota", "sior", "fast")
+    }

@@ -1,0 +1,61 @@
+"""Polygon geometry shared by readers, tiling, generated scenes and labelers.
+
+Continuous pixel coordinates: pixel (row i, column j) covers [j, j+1) x [i, i+1), its centre is
+(j + 0.5, i + 0.5). A pixel belongs to a polygon when its centre lies inside (OpenCV's scan-line
+rule, with 8 bits of sub-pixel precision).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+_SHIFT = 8  # sub-pixel bits for cv2.fillPoly
+
+
+def rasterize_polygon(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) bool mask of the pixels whose centres lie inside `polygon` ((K, 2) x, y)."""
+    mask = np.zeros((height, width), dtype=np.uint8)
+    fill_polygon(mask, polygon, 1)
+    return mask.astype(bool)
+
+
+def fill_polygon(canvas: np.ndarray, polygon: np.ndarray, value: int | tuple[int, ...]) -> None:
+    """Paint `value` into `canvas` (H, W[, C]) on the pixels of `polygon`, in place."""
+    pts = np.round((np.asarray(polygon, dtype=np.float64) - 0.5) * (1 << _SHIFT)).astype(np.int32)
+    cv2.fillPoly(canvas, [pts.reshape(-1, 1, 2)], value, lineType=cv2.LINE_8, shift=_SHIFT)
+
+
+def polygon_area(polygon: np.ndarray) -> float:
+    """Unsigned shoelace area of a simple polygon."""
+    x, y = np.asarray(polygon, dtype=np.float64).T
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def hbox_of(points: np.ndarray) -> np.ndarray:
+    """(4,) x_min, y_min, x_max, y_max over all corners (never 2 of 4, which is wrong when rotated)."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return np.array([p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()])
+
+
+def mask_hbox(mask: np.ndarray) -> np.ndarray:
+    """(4,) pixel-edge box x_min, y_min, x_max, y_max of a non-empty boolean mask."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("empty mask has no box")
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+
+
+def min_area_rect(points: np.ndarray) -> np.ndarray:
+    """(4, 2) corners of the minimum-area rotated rectangle around `points`, clockwise on screen."""
+    rect = cv2.minAreaRect(np.asarray(points, dtype=np.float32).reshape(-1, 1, 2))
+    return cv2.boxPoints(rect).astype(np.float64)
+
+
+def rotated_rect(cx: float, cy: float, w: float, h: float, angle: float) -> np.ndarray:
+    """(4, 2) corners of a w x h rectangle centred at (cx, cy), rotated by `angle` radians."""
+    c, s = np.cos(angle), np.sin(angle)
+    half = np.array([[-w, -h], [w, -h], [w, h], [-w, h]], dtype=np.float64) / 2
+    rot = np.array([[c, -s], [s, c]])
+    return half @ rot.T + np.array([cx, cy])

@@ -1,0 +1,71 @@
+"""Segmentation metrics as mmseg computes them (DESIGN.md "Metrics").
+
+Intersection and union are summed over the whole evaluation set (a confusion matrix), pixels equal
+to the ignore index are left out, and classes absent from both prediction and label are left out of
+the means (their IoU is NaN, not 0, which torchmetrics' per-class output would report).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from samrs.classes import IGNORE_INDEX
+
+
+def scores_from_confusion(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-class IoU, F1, precision, recall, accuracy; OA; means over present classes.
+
+    `confmat[t, p]` counts pixels of true class t predicted as p. Per-class values are NaN for a
+    class absent from both label and prediction (IoU/F1) or from the label (accuracy/recall).
+    """
+    cm = confmat.double()
+    tp = cm.diag()
+    label_area = cm.sum(dim=1)
+    pred_area = cm.sum(dim=0)
+    union = label_area + pred_area - tp
+    nan = torch.tensor(float("nan"), dtype=cm.dtype, device=cm.device)
+    iou = torch.where(union > 0, tp / union.clamp(min=1), nan)
+    f1 = torch.where(union > 0, 2 * tp / (label_area + pred_area).clamp(min=1), nan)
+    recall = torch.where(label_area > 0, tp / label_area.clamp(min=1), nan)
+    precision = torch.where(pred_area > 0, tp / pred_area.clamp(min=1), nan)
+    total = cm.sum()
+    return {
+        "IoU": iou,
+        "F1": f1,
+        "Acc": recall,
+        "Precision": precision,
+        "mIoU": iou.nanmean(),
+        "mF1": f1.nanmean(),
+        "mAcc": recall.nanmean(),
+        "OA": tp.sum() / total if total > 0 else nan,
+    }
+
+
+class SegmentationMetrics(MulticlassConfusionMatrix):
+    """torchmetrics' confusion matrix (DDP-synchronised) that reports mmseg-style scores.
+
+    `exclude` lists class ids left out of the means (e.g. Potsdam's clutter, whose pixels are also
+    mapped to the ignore index); their per-class values are still reported.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, exclude: Sequence[int] = ()) -> None:
+        super().__init__(num_classes, ignore_index=ignore_index, validate_args=False)
+        self.exclude = list(exclude)
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """preds: class ids (N, H, W) or logits (N, C, H, W); target: (N, H, W) with ignore pixels."""
+        if preds.ndim == target.ndim + 1:
+            preds = preds.argmax(dim=1)
+        super().update(preds, target)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        scores = scores_from_confusion(super().compute())
+        if self.exclude:
+            keep = torch.ones(self.num_classes, dtype=torch.bool, device=scores["IoU"].device)
+            keep[self.exclude] = False
+            for per_class, mean in (("IoU", "mIoU"), ("F1", "mF1"), ("Acc", "mAcc")):
+                scores[mean] = scores[per_class][keep].nanmean()
+        return scores

@@ -1,0 +1,54 @@
+"""UperNet decoder as mmseg builds it (PPM with pool scales 1, 2, 3, 6 on the last level, FPN on all
+levels, 512 channels, conv-BN-ReLU blocks), without the classifier, which the segmentor owns."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_bn_relu(cin: int, cout: int, kernel: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class PyramidPooling(nn.Module):
+    """Pool the last level at several scales, project, upsample back and fuse with a 3x3 conv."""
+
+    def __init__(self, cin: int, channels: int, pool_scales: Sequence[int]) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(s), conv_bn_relu(cin, channels, 1)) for s in pool_scales
+        )
+        self.bottleneck = conv_bn_relu(cin + len(pool_scales) * channels, channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = [_resize(stage(x), x.shape[2:]) for stage in self.stages]
+        return self.bottleneck(torch.cat([x, *pooled], dim=1))
+
+
+class UperNetDecoder(nn.Module):
+    """Features (strides 4..32) -> fused (N, channels, H/4, W/4) map."""
+
+    def __init__(self, in_channels: Sequence[int], channels: int = 512, pool_scales: Sequence[int] = (1, 2, 3, 6)) -> None:
+        super().__init__()
+        self.in_channels, self.channels = list(in_channels), channels
+        self.ppm = PyramidPooling(self.in_channels[-1], channels, pool_scales)
+        self.lateral = nn.ModuleList(conv_bn_relu(c, channels, 1) for c in self.in_channels[:-1])
+        self.fpn = nn.ModuleList(conv_bn_relu(channels, channels, 3) for _ in self.in_channels[:-1])
+        self.fuse = conv_bn_relu(len(self.in_channels) * channels, channels, 3)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        laterals = [conv(f) for conv, f in zip(self.lateral, feats)] + [self.ppm(feats[-1])]
+        for i in range(len(laterals) - 1, 0, -1):  # top-down pathway
+            laterals[i - 1] = laterals[i - 1] + _resize(laterals[i], laterals[i - 1].shape[2:])
+        outs = [conv(x) for conv, x in zip(self.fpn, laterals[:-1])] + [laterals[-1]]
+        size = outs[0].shape[2:]
+        return self.fuse(torch.cat([outs[0]] + [_resize(o, size) for o in outs[1:]], dim=1))

@@ -1,0 +1,5 @@
+"""LightningModules: multi-head segmentation pre-training (and single-head fine-tuning)."""
+
+from samrs.tasks.segmentation import SegmentationTask
+
+__all__ = ["SegmentationTask"]

@@ -1,0 +1,106 @@
+"""Train a segmentation model: python -m samrs.train experiment=NAME [overrides].
+
+Pre-training on SAMRS subsets (one head per subset) and fine-tuning are both this job; the
+experiment config decides which. Returns the optimised metric for Hydra sweepers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from samrs.utils.hydra import samrs_main
+from samrs.utils.logging import get_logger
+from samrs.utils.runs import (
+    apply_extras,
+    instantiate_callbacks,
+    instantiate_loggers,
+    keep_previous_checkpoints,
+    resolve_ckpt_path,
+)
+
+log = get_logger(__name__)
+
+
+def fill_heads_from_data(cfg: DictConfig, datamodule: Any) -> None:
+    """Heads and class names default to the data's subsets; given ones must agree with them."""
+    net = cfg.model.net
+    with open_dict(cfg):
+        if net.get("heads") is None:
+            net.heads = datamodule.num_classes
+        else:
+            heads = OmegaConf.to_container(net.heads)
+            if heads != datamodule.num_classes:
+                raise ValueError(
+                    f"model.net.heads={heads} does not match the data's subsets and class counts "
+                    f"{datamodule.num_classes}; set model.net.heads=null to take them from the data"
+                )
+        if cfg.model.get("class_names") is None:
+            cfg.model.class_names = datamodule.class_names
+
+
+def log_hyperparameters(cfg: DictConfig, model: L.LightningModule, loggers: list) -> None:
+    """Send the resolved config and parameter counts to every logger."""
+    params = {
+        "model/params/total": sum(p.numel() for p in model.parameters()),
+        "model/params/trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    hparams = {**OmegaConf.to_container(cfg, resolve=True), **params}
+    for logger in loggers:
+        logger.log_hyperparams(hparams)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Instantiate data, model, callbacks, loggers and trainer from `cfg`, fit, return metrics."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    output_dir = cfg.paths.output_dir
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path is None and cfg.get("train"):
+        rank_zero_only(keep_previous_checkpoints)(output_dir)
+
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()  # generated data must exist before heads are read from it
+    fill_heads_from_data(cfg, datamodule)
+    model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    log_hyperparameters(cfg, model, loggers)
+
+    if cfg.get("train"):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    if cfg.get("validate_best") and trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path:
+        trainer.validate(model, datamodule=datamodule, ckpt_path="best")
+    report(trainer, metrics)
+    return metrics
+
+
+@rank_zero_only
+def report(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    """The figures and files a user looks for at the end of a run."""
+    ckpt = trainer.checkpoint_callback
+    lines = [f"{k} = {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/mIoU")]
+    if ckpt is not None:
+        if ckpt.best_model_path:
+            lines.append(f"best checkpoint: {ckpt.best_model_path} ({ckpt.monitor} = {float(ckpt.best_model_score):.4f})")
+        if ckpt.last_model_path:
+            lines.append(f"last checkpoint: {ckpt.last_model_path}")
+    log.info("results:\n  " + "\n  ".join(lines or ["no validation metrics"]))
+
+
+@samrs_main("train")
+def main(cfg: DictConfig) -> float | None:
+    apply_extras(cfg)
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""Loggers that print once in multi-process runs (rank zero only)."""
+
+from __future__ import annotations
+
+import logging
+
+from lightning.pytorch.utilities import rank_zero_only
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A standard logger whose info/warning/error calls run on rank zero only."""
+    logger = logging.getLogger(name)
+    for level in ("debug", "info", "warning", "error", "exception", "fatal", "critical"):
+        setattr(logger, level, rank_zero_only(getattr(logger, level)))
+    return logger

@@ -1,0 +1,91 @@
+"""The plumbing every job shares: config printing, instantiating lists, run directories."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+from lightning.pytorch import Callback
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from samrs.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def apply_extras(cfg: DictConfig) -> None:
+    """Print the composed config as a tree and silence warnings, as `extras` says."""
+    extras = cfg.get("extras") or {}
+    if extras.get("ignore_warnings"):
+        warnings.filterwarnings("ignore")
+    if extras.get("print_config"):
+        print_config_tree(cfg)
+
+
+def print_config_tree(cfg: DictConfig) -> None:
+    from rich import print as rprint
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        branch = tree.add(str(key), style="bold")
+        text = OmegaConf.to_yaml(value, resolve=False) if isinstance(value, DictConfig) else str(value)
+        branch.add(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+    rprint(tree)
+
+
+def instantiate_dict(cfg: DictConfig | None, kind: type) -> list[Any]:
+    """Instantiate every entry of a config dict ({name: {_target_: ...}}), e.g. callbacks."""
+    out = []
+    for name, entry in (cfg or {}).items():
+        if entry is None:
+            continue
+        if not isinstance(entry, DictConfig) or "_target_" not in entry:
+            raise ValueError(f"{name}: expected a config with _target_, got {entry!r}")
+        obj = hydra.utils.instantiate(entry)
+        if not isinstance(obj, kind):
+            raise TypeError(f"{name}: {entry._target_} is not a {kind.__name__}")
+        out.append(obj)
+    return out
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+    return instantiate_dict(cfg, Callback)
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+    return instantiate_dict(cfg, Logger)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
+    """None, "last" (this run's checkpoints/last.ckpt), a run directory or a checkpoint file."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    path = Path(output_dir) if ckpt_path == "last" else Path(ckpt_path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else path / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ckpt_path={ckpt_path}: no checkpoint at {path}. Resume needs the run directory of an earlier "
+            f"run (same name=...), or a .ckpt file; leave ckpt_path unset to start fresh."
+        )
+    return str(path)
+
+
+def keep_previous_checkpoints(output_dir: str | Path) -> Path | None:
+    """A fresh run in a directory that holds checkpoints moves them to checkpoints-<time>/ first,
+    so nothing of the earlier run is overwritten; returns where they went."""
+    ckpt_dir = Path(output_dir) / "checkpoints"
+    if not ckpt_dir.is_dir() or not any(ckpt_dir.iterdir()):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(ckpt_dir.stat().st_mtime))
+    target = ckpt_dir.with_name(f"checkpoints-{stamp}")
+    ckpt_dir.rename(target)
+    log.warning("fresh run in %s: the earlier run's checkpoints were moved to %s "
+                "(use ckpt_path=last to resume instead)", output_dir, target)
+    return target
