@@ -1,0 +1,92 @@
+"""What every detection-format reader provides, and how it reports bad input.
+
+A reader lists the images of a dataset (`items`) and parses one item into an ImageRecord (`read`).
+Every problem it meets (a malformed line, an unknown class, a box outside the image, an image
+without annotation, ...) goes to the `report` callback as a Problem naming the file and line, with
+what was done about it; the label job collects them into report.json, or stops at the first one
+with strict=true (the callback raises BadInputError).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from samrs.classes import SubsetClasses
+from samrs.sources.records import ImageRecord
+
+# Kinds of problems, shared by readers and the label job (report.json groups by them).
+PROBLEM_KINDS = (
+    "malformed_line",  # a labelTxt line that does not parse
+    "malformed_xml",  # an XML file that does not parse, or lacks a required field
+    "unknown_class",  # a class name not in the subset's list
+    "degenerate_box",  # zero area, NaN, repeated corners
+    "out_of_image_box",  # a box wholly or partly outside the image (clipped or dropped)
+    "missing_image",  # an annotation without its image
+    "missing_annotation",  # an image without its annotation file
+    "unreadable_image",  # an image that cannot be decoded
+    "empty_image",  # an image with no usable object (kept all-255, or dropped by config)
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    line: int | None
+    kind: str
+    message: str
+    action: str = "skipped"  # what was done: skipped (object or image), clipped, kept, dropped
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return f"{where}: {self.message} ({self.action})"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class BadInputError(ValueError):
+    """Raised (strict mode) at the first problem; carries it."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+Report = Callable[[Problem], None]
+
+
+def raise_problem(problem: Problem) -> None:
+    """The strict report callback."""
+    raise BadInputError(problem)
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One image of a dataset: its name and where its files are (either may be missing)."""
+
+    name: str
+    image_path: Path | None
+    annotation_path: Path | None
+
+
+class Source(ABC):
+    """A detection dataset on disk, read into ImageRecords with class ids of `classes`."""
+
+    name: str = ""
+
+    def __init__(self, root: str | Path, classes: SubsetClasses) -> None:
+        self.root = Path(root)
+        self.classes = classes
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: dataset root not found (set source.root=DIR)")
+
+    @abstractmethod
+    def items(self, report: Report) -> list[SourceItem]:
+        """Every image of the selected split, sorted by name; unpaired files are reported."""
+
+    @abstractmethod
+    def read(self, item: SourceItem, report: Report) -> ImageRecord | None:
+        """The item's record (objects in the subset's class ids), or None when it must be skipped."""
