@@ -53,6 +53,17 @@ def min_area_rect(points: np.ndarray) -> np.ndarray:
     return cv2.boxPoints(rect).astype(np.float64)
 
 
+def mask_rotated_box(mask: np.ndarray) -> np.ndarray:
+    """(4, 2) minimum-area rotated box around the pixel squares of a mask: every mask pixel lies
+    inside it (the box an annotator draws around what is visible)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        raise ValueError("empty mask has no box")
+    centres = np.concatenate(contours).reshape(-1, 2).astype(np.float64)
+    corners = centres[:, None, :] + np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=np.float64)
+    return min_area_rect(corners.reshape(-1, 2))
+
+
 def rotated_rect(cx: float, cy: float, w: float, h: float, angle: float) -> np.ndarray:
     """(4, 2) corners of a w x h rectangle centred at (cx, cy), rotated by `angle` radians."""
     c, s = np.cos(angle), np.sin(angle)

@@ -68,6 +68,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()  # generated data must exist before heads are read from it
     fill_heads_from_data(cfg, datamodule)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

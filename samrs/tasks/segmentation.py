@@ -71,13 +71,21 @@ class SegmentationTask(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         mious = []
+        self.last_val_scores: dict[str, dict[str, Any]] = {}
         for subset, metric in self.val_metrics.items():
             scores = metric.compute()
             metric.reset()
+            self.last_val_scores[subset] = {k: v.tolist() for k, v in scores.items()}
             miou = torch.nan_to_num(scores["mIoU"], nan=0.0).float()
             self.log(f"val/mIoU/{subset}", miou)
             mious.append(miou)
         self.log("val/mIoU", torch.stack(mious).mean(), prog_bar=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The run's resolved config travels with the weights, so `samrs.evaluate ckpt_path=...` can
+        # rebuild model and data without the experiment name (train.py sets it).
+        if getattr(self, "run_config", None) is not None:
+            checkpoint["samrs_config"] = self.run_config
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.hparams.optimizer(params=[p for p in self.parameters() if p.requires_grad])
