@@ -9,7 +9,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from samrs.sources.base import Source
 
-SOURCES = {"dota": "sota"}
+SOURCES = {"dota": "sota", "isaid": "sota"}
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
