@@ -28,6 +28,7 @@ from PIL import Image
 
 from samrs.classes import ISAID_COLORS
 from samrs.scenes.generate import Scene, generate_scenes
+from samrs.sources.dior import ROBNDBOX, dior_name
 from samrs.utils.io import atomic_path, write_png, write_text
 
 FORMATS = ("dota", "dior", "fair1m", "hrsc2016", "samrs")
@@ -109,10 +110,66 @@ def _write_dota(scenes: Iterable[Scene], out: Path, split: str = "train") -> Non
         write_isaid_scene(scene, out / "iSAID" / split)
 
 
+# --- DIOR and DIOR-R ----------------------------------------------------------------------------
+
+DIOR_SPLITS = ("train", "val", "test", "test")  # scene i goes to DIOR_SPLITS[i % 4], as DIOR's 1:1:2
+
+
+def dior_corners(corners: np.ndarray) -> np.ndarray:
+    """Corners in DIOR-R's order: left-top, right-top, right-bottom, left-bottom (clockwise on
+    screen, starting at the corner up and left of the centre)."""
+    offsets = corners - corners.mean(axis=0)
+    return corners[np.argsort(np.arctan2(offsets[:, 1], offsets[:, 0]))]
+
+
+def write_dior_scene(scene: Scene, root: Path, split: str) -> None:
+    """The image (jpg), its VOC-style horizontal XML (tabs, CRLF, no declaration, as DIOR) and its
+    DIOR-R oriented XML (4 spaces, LF, declaration; objects in another order, as in DIOR-R)."""
+    folder = "JPEGImages-test" if split == "test" else "JPEGImages-trainval"
+    save_image(root / folder / f"{scene.name}.jpg", scene.image, quality=95)
+    h, w = scene.image.shape[:2]
+    horizontal = ["<annotation>", f"\t<filename>{scene.name}.jpg</filename>", "\t<source>",
+                  "\t\t<database>DIOR</database>", "\t</source>", "\t<size>", f"\t\t<width>{w}</width>",
+                  f"\t\t<height>{h}</height>", "\t\t<depth>3</depth>", "\t</size>", "\t<segmented>0</segmented>"]
+    for obj in scene.objects:
+        box = "".join(f"\t\t\t<{k}>{int(v)}</{k}>\n" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), obj.hbox))
+        horizontal += ["\t<object>", f"\t\t<name>{dior_name(obj.class_name)}</name>", "\t\t<pose>Unspecified</pose>",
+                       "\t\t<bndbox>", box.rstrip("\n"), "\t\t</bndbox>", "\t</object>"]
+    horizontal.append("</annotation>")
+    text = "\n".join(horizontal).replace("\n", "\r\n") + "\r\n"
+    write_text(root / "Annotations/Horizontal Bounding Boxes" / f"{scene.name}.xml", text)
+    zipped = f"/{folder}.zip/{folder}/{folder}"
+    oriented = ['<?xml version="1.0" encoding="UTF-8"?>', "<annotation>", f"    <folder>{zipped}</folder>",
+                f"    <filename>{scene.name}.jpg</filename>", f"    <path>{zipped}</path>", "    <source>",
+                "        <database>Unknown</database>", "    </source>", "    <size>", f"        <width>{w}</width>",
+                f"        <height>{h}</height>", "        <depth>3</depth>", "    </size>", "    <segmented>0</segmented>"]
+    for obj in reversed(scene.objects):
+        corners = dior_corners(np.round(grown(obj.corners, 1.0)))
+        angle = np.degrees(np.arctan2(*(corners[1] - corners[0])[::-1]))
+        oriented += ["    <object>", "        <type>robndbox</type>", f"        <name>{dior_name(obj.class_name)}</name>",
+                     "        <pose>Unspecified</pose>", "        <truncated>0</truncated>",
+                     "        <difficult>0</difficult>", "        <robndbox>"]
+        oriented += [f"            <{k}>{int(v)}</{k}>" for k, v in zip(ROBNDBOX, corners.ravel())]
+        oriented += ["        </robndbox>", f"        <angle>{angle:.1f}</angle>", "    </object>"]
+    oriented.append("</annotation>")
+    write_text(root / "Annotations/Oriented Bounding Boxes" / f"{scene.name}.xml", "\n".join(oriented) + "\n")
+
+
+def _write_dior(scenes: Iterable[Scene], out: Path) -> None:
+    splits: dict[str, list[str]] = {s: [] for s in DIOR_SPLITS}
+    for i, scene in enumerate(scenes):
+        split = DIOR_SPLITS[i % len(DIOR_SPLITS)]
+        write_dior_scene(scene, out, split)
+        splits[split].append(scene.name)
+    for split, names in splits.items():
+        write_text(out / "ImageSets/Main" / f"{split}.txt", "".join(f"{n}\n" for n in names))
+
+
 # --- whole datasets -----------------------------------------------------------------------------
 
 WRITERS: dict[str, Callable[[Iterable[Scene], Path], None]] = {
     "dota": _write_dota,
+    "dior": _write_dior,
 }
 
 

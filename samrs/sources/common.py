@@ -147,13 +147,37 @@ class ObjectChecker:
         extras: dict[str, Any] | None = None,
     ) -> ObjectRecord | None:
         """The object, or None (reported) for an unknown class, a degenerate box or a box wholly
-        outside the image. A box partly outside is clipped: `polygon` is the visible part and
-        `hbox` is clipped to the image; `corners` stay as the file gives them."""
+        outside the image; see `check` and `place`."""
+        class_id = self.check(name, corners, line, hbox)
+        if class_id is None:
+            return None
+        return self.place(name, class_id, corners, line, hbox, difficult, truncated, extras)
+
+    def check(self, name: str, corners: np.ndarray, line: int | None, hbox: np.ndarray | None = None) -> int | None:
+        """The subset id of a usable box; None (reported) for an unknown class or a degenerate box."""
         class_id = self._class_id(name, line)
         corners = np.asarray(corners, dtype=np.float64).reshape(4, 2)
         box = hbox_of(corners) if hbox is None else np.asarray(hbox, dtype=np.float64)
         if class_id is None or not self._usable(corners, box, line):
             return None
+        return class_id
+
+    def place(
+        self,
+        name: str,
+        class_id: int,
+        corners: np.ndarray,
+        line: int | None,
+        hbox: np.ndarray | None = None,
+        difficult: int = 0,
+        truncated: bool = False,
+        extras: dict[str, Any] | None = None,
+    ) -> ObjectRecord | None:
+        """A checked box as an object in the image. A box partly outside is clipped: `polygon` is
+        the visible part and `hbox` is clipped to the image; `corners` stay as the file gives them.
+        A box wholly outside is dropped (reported)."""
+        corners = np.asarray(corners, dtype=np.float64).reshape(4, 2)
+        box = hbox_of(corners) if hbox is None else np.asarray(hbox, dtype=np.float64)
         polygon = None
         if not self._inside(corners, box):
             polygon = clip_polygon(corners, 0, 0, self.width, self.height)

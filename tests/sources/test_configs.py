@@ -9,7 +9,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from samrs.sources.base import Source
 
-SOURCES = {"dota": "sota", "isaid": "sota"}
+SOURCES = {"dota": "sota", "dior": "sior", "isaid": "sota"}
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
