@@ -136,22 +136,14 @@ class ObjectChecker:
     def __post_init__(self) -> None:
         self._known = frozenset(normalize_name(n) for n in self.source_names or ())
 
-    def make(
-        self,
-        name: str,
-        corners: np.ndarray,
-        line: int | None,
-        hbox: np.ndarray | None = None,
-        difficult: int = 0,
-        truncated: bool = False,
-        extras: dict[str, Any] | None = None,
-    ) -> ObjectRecord | None:
+    def make(self, name: str, corners: np.ndarray, line: int | None, hbox: np.ndarray | None = None,
+             **fields: Any) -> ObjectRecord | None:
         """The object, or None (reported) for an unknown class, a degenerate box or a box wholly
-        outside the image; see `check` and `place`."""
+        outside the image; see `check` and `place` (which takes `fields`)."""
         class_id = self.check(name, corners, line, hbox)
         if class_id is None:
             return None
-        return self.place(name, class_id, corners, line, hbox, difficult, truncated, extras)
+        return self.place(name, class_id, corners, line, hbox, **fields)
 
     def check(self, name: str, corners: np.ndarray, line: int | None, hbox: np.ndarray | None = None) -> int | None:
         """The subset id of a usable box; None (reported) for an unknown class or a degenerate box."""
