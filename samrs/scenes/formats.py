@@ -29,6 +29,7 @@ from PIL import Image
 from samrs.classes import ISAID_COLORS
 from samrs.scenes.generate import Scene, generate_scenes
 from samrs.sources.dior import ROBNDBOX, dior_name
+from samrs.sources.fair1m import fair1m_name
 from samrs.utils.io import atomic_path, write_png, write_text
 
 FORMATS = ("dota", "dior", "fair1m", "hrsc2016", "samrs")
@@ -165,11 +166,43 @@ def _write_dior(scenes: Iterable[Scene], out: Path) -> None:
         write_text(out / "ImageSets/Main" / f"{split}.txt", "".join(f"{n}\n" for n in names))
 
 
+# --- FAIR1M -------------------------------------------------------------------------------------
+
+
+def write_fair1m_scene(scene: Scene, split_dir: Path) -> None:
+    """images/<name>.tif and labelXml/<name>.xml (utf-8 declaration, tabs, 5-point closed rings,
+    class names with spaces, no newline after the last tag, as FAIR1M)."""
+    save_image(split_dir / "images" / f"{scene.name}.tif", scene.image)
+    h, w = scene.image.shape[:2]
+    lines = ['<?xml version="1.0" encoding="utf-8"?>', "<annotation>", "\t<source>",
+             f"\t\t<filename>{scene.name}.tif</filename>", "\t\t<origin>GF2/GF3</origin>", "\t</source>",
+             "\t<research>", "\t\t<version>1.0</version>", "\t\t<provider>FAIR1M</provider>",
+             "\t\t<author>samrs</author>", "\t\t<pluginname>FAIR1M</pluginname>",
+             "\t\t<pluginclass>object detection</pluginclass>", "\t\t<time>2021-07-21</time>", "\t</research>",
+             "\t<size>", f"\t\t<width>{w}</width>", f"\t\t<height>{h}</height>", "\t\t<depth>3</depth>",
+             "\t</size>", "\t<objects>"]
+    for obj in scene.objects:
+        ring = grown(obj.corners, 1e-6)
+        lines += ["\t\t<object>", "\t\t\t<coordinate>pixel</coordinate>", "\t\t\t<type>rectangle</type>",
+                  "\t\t\t<description>None</description>", "\t\t\t<possibleresult>",
+                  f"\t\t\t\t<name>{fair1m_name(obj.class_name)}</name>", "\t\t\t</possibleresult>", "\t\t\t<points>"]
+        lines += [f"\t\t\t\t<point>{x:.6f},{y:.6f}</point>" for x, y in [*ring, ring[0]]]
+        lines += ["\t\t\t</points>", "\t\t</object>"]
+    lines += ["\t</objects>", "</annotation>"]
+    write_text(split_dir / "labelXml" / f"{scene.name}.xml", "\n".join(lines))
+
+
+def _write_fair1m(scenes: Iterable[Scene], out: Path, split: str = "train") -> None:
+    for scene in scenes:
+        write_fair1m_scene(scene, out / split)
+
+
 # --- whole datasets -----------------------------------------------------------------------------
 
 WRITERS: dict[str, Callable[[Iterable[Scene], Path], None]] = {
     "dota": _write_dota,
     "dior": _write_dior,
+    "fair1m": _write_fair1m,
 }
 
 

@@ -9,7 +9,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from samrs.sources.base import Source
 
-SOURCES = {"dota": "sota", "dior": "sior", "isaid": "sota"}
+SOURCES = {"dota": "sota", "dior": "sior", "fair1m": "fast", "isaid": "sota"}
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))

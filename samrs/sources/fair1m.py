@@ -1,0 +1,102 @@
+"""FAIR1M 1.0 / 2.0: `<root>/<split>/images/*.tif` with `labelXml/*.xml`.
+
+Each <object> has `possibleresult/name` (names with spaces: "Liquid Cargo Ship" is FAST's
+Liquid-Cargo-Ship) and `points`: the four corners of the rotated box as "x,y" pixel pairs, usually
+with a fifth point that closes the ring by repeating the first. Image size is in `size`. Corners
+can lie outside the image (the release has them): such boxes are clipped and reported.
+The 1.0 release nests its training set in parts: split [train/part1, train/part2].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from samrs.classes import SubsetClasses
+from samrs.sources.base import Problem, Report, Source, SourceItem
+from samrs.sources.common import (
+    ObjectChecker, Split, checked_size, list_files, pair_files, require_dir, split_dirs, unique_items,
+)
+from samrs.sources.records import ImageRecord, ObjectRecord
+from samrs.sources.xmlfile import XmlDoc, XmlError, parse_xml
+
+
+class Fair1mSource(Source):
+    name = "fair1m"
+
+    def __init__(
+        self,
+        root: str | Path,
+        classes: SubsetClasses,
+        split: Split = "train",
+        images_dir: str = "images",
+        labels_dir: str = "labelXml",
+        image_suffix: str = ".tif",
+        min_box_area: float = 1.0,
+    ) -> None:
+        super().__init__(root, classes)
+        self.split, self.images_dir, self.labels_dir = split, images_dir, labels_dir
+        self.image_suffix, self.min_box_area = image_suffix, min_box_area
+
+    def items(self, report: Report) -> list[SourceItem]:
+        items = []
+        for folder in split_dirs(self.root, self.split):
+            images_dir = require_dir(folder / self.images_dir, "FAIR1M images")
+            labels_dir = require_dir(folder / self.labels_dir, "FAIR1M labelXml")
+            items += pair_files(list_files(images_dir, [self.image_suffix]), list_files(labels_dir, [".xml"]),
+                                images_dir, labels_dir, report)
+        return unique_items(items)
+
+    def read(self, item: SourceItem, report: Report) -> ImageRecord | None:
+        try:
+            doc = parse_xml(item.annotation_path)
+        except XmlError as err:
+            report(Problem(str(item.annotation_path), err.line, "malformed_xml", str(err)))
+            return None
+        size = checked_size(item.image_path, doc.size("size/width", "size/height"), item.annotation_path,
+                            doc.line(doc.root.find("size")), report)
+        if size is None:
+            return None
+        checker = ObjectChecker(self.classes, size[0], size[1], item.annotation_path, report, self.min_box_area)
+        objects = [obj for element in doc.root.iter("object")
+                   if (obj := self._object(doc, element, checker)) is not None]
+        extras = {key: doc.text(doc.root, path, "") for key, path in
+                  (("filename", "source/filename"), ("origin", "source/origin"), ("version", "research/version"))}
+        return ImageRecord(item.name, item.image_path, size[0], size[1], objects, source=self.name,
+                           annotation_path=item.annotation_path, extras=extras)
+
+    @staticmethod
+    def _object(doc: XmlDoc, element, checker: ObjectChecker) -> ObjectRecord | None:
+        line = doc.line(element)
+        try:
+            name = doc.text(element, "possibleresult/name")
+            corners = parse_points(doc, element)
+        except XmlError as err:
+            checker.report(Problem(str(doc.path), err.line or line, "malformed_xml", str(err)))
+            return None
+        extras = {"coordinate": doc.text(element, "coordinate", ""), "type": doc.text(element, "type", "")}
+        return checker.make(name, corners, line, extras=extras)
+
+
+def parse_points(doc: XmlDoc, element) -> np.ndarray:
+    """(4, 2) corners of an object's <points>: four "x,y" points, or five closing the ring."""
+    points = element.findall("points/point")
+    line = doc.line(element.find("points")) or doc.line(element)
+    try:
+        xy = np.array([[float(v) for v in (p.text or "").split(",")] for p in points], dtype=np.float64)
+    except ValueError:
+        raise XmlError("a <point> is not 'x,y'", line) from None
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise XmlError("a <point> is not 'x,y'", line)
+    if len(xy) == 5 and np.array_equal(xy[0], xy[4]):
+        xy = xy[:4]
+    if len(xy) != 4:
+        raise XmlError(f"expected 4 corners (or 5 with the first repeated), got {len(points)} points", line)
+    return xy
+
+
+def fair1m_name(name: str) -> str:
+    """How FAIR1M's files spell a FAST class name: spaces for the dashes ("Liquid Cargo Ship"),
+    except the other-* classes, which keep theirs."""
+    return name if name.startswith("other-") else name.replace("-", " ")
