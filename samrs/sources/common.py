@@ -89,6 +89,21 @@ def pair_files(
     return items
 
 
+def split_items(
+    root: Path, split: Split, images_dir: str, annotations_dir: str, image_suffixes: Iterable[str],
+    annotation_suffixes: Iterable[str], dataset: str, report: Report,
+) -> list[SourceItem]:
+    """The paired items of <root>/<split>/<images_dir> and <root>/<split>/<annotations_dir>, over
+    every selected split (the DOTA and FAIR1M layouts)."""
+    items = []
+    for folder in split_dirs(root, split):
+        images = require_dir(folder / images_dir, f"{dataset} images")
+        annotations = require_dir(folder / annotations_dir, f"{dataset} {annotations_dir}")
+        items += pair_files(list_files(images, image_suffixes), list_files(annotations, annotation_suffixes),
+                            images, annotations, report)
+    return unique_items(items)
+
+
 def unique_items(items: list[SourceItem]) -> list[SourceItem]:
     """Items sorted by name; two splits holding the same image name would overwrite each other's
     output, so that is refused."""

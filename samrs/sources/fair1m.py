@@ -15,9 +15,7 @@ import numpy as np
 
 from samrs.classes import SubsetClasses
 from samrs.sources.base import Problem, Report, Source, SourceItem
-from samrs.sources.common import (
-    ObjectChecker, Split, checked_size, list_files, pair_files, require_dir, split_dirs, unique_items,
-)
+from samrs.sources.common import ObjectChecker, Split, checked_size, split_items
 from samrs.sources.records import ImageRecord, ObjectRecord
 from samrs.sources.xmlfile import XmlDoc, XmlError, parse_xml
 
@@ -40,13 +38,8 @@ class Fair1mSource(Source):
         self.image_suffix, self.min_box_area = image_suffix, min_box_area
 
     def items(self, report: Report) -> list[SourceItem]:
-        items = []
-        for folder in split_dirs(self.root, self.split):
-            images_dir = require_dir(folder / self.images_dir, "FAIR1M images")
-            labels_dir = require_dir(folder / self.labels_dir, "FAIR1M labelXml")
-            items += pair_files(list_files(images_dir, [self.image_suffix]), list_files(labels_dir, [".xml"]),
-                                images_dir, labels_dir, report)
-        return unique_items(items)
+        return split_items(self.root, self.split, self.images_dir, self.labels_dir, [self.image_suffix], [".xml"],
+                           "FAIR1M", report)
 
     def read(self, item: SourceItem, report: Report) -> ImageRecord | None:
         try:
