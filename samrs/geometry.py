@@ -1,8 +1,10 @@
 """Polygon geometry shared by readers, tiling, generated scenes and labelers.
 
 Continuous pixel coordinates: pixel (row i, column j) covers [j, j+1) x [i, i+1), its centre is
-(j + 0.5, i + 0.5). A pixel belongs to a polygon when its centre lies inside (OpenCV's scan-line
-rule, with 8 bits of sub-pixel precision).
+(j + 0.5, i + 0.5). A pixel belongs to a polygon when its centre lies inside: exactly, with
+centres on a left or top edge inside and on a right or bottom edge outside, so that polygons
+sharing an edge never share a pixel. (cv2.fillPoly also paints every pixel its edges touch:
+a 2 x 2 px square would cover 9 pixels.)
 """
 
 from __future__ import annotations
@@ -11,20 +13,46 @@ import cv2
 import numpy as np
 import shapely
 
-_SHIFT = 8  # sub-pixel bits for cv2.fillPoly
-
 
 def rasterize_polygon(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
     """(H, W) bool mask of the pixels whose centres lie inside `polygon` ((K, 2) x, y)."""
-    mask = np.zeros((height, width), dtype=np.uint8)
-    fill_polygon(mask, polygon, 1)
-    return mask.astype(bool)
+    mask = np.zeros((height, width), dtype=bool)
+    fill_polygon(mask, polygon, True)
+    return mask
 
 
-def fill_polygon(canvas: np.ndarray, polygon: np.ndarray, value: int | tuple[int, ...]) -> None:
-    """Paint `value` into `canvas` (H, W[, C]) on the pixels of `polygon`, in place."""
-    pts = np.round((np.asarray(polygon, dtype=np.float64) - 0.5) * (1 << _SHIFT)).astype(np.int32)
-    cv2.fillPoly(canvas, [pts.reshape(-1, 1, 2)], value, lineType=cv2.LINE_8, shift=_SHIFT)
+def fill_polygon(canvas: np.ndarray, polygon: np.ndarray, value) -> None:
+    """Paint `value` into `canvas` (H, W[, C]) on the pixels of `polygon`, in place.
+
+    A scan line through the pixel centres of each row: the crossings with the polygon's edges,
+    sorted, bound the runs of inside centres (even-odd rule, so self-intersecting quadrilaterals
+    fill their two lobes). Cost grows with the polygon's box, not the canvas.
+    """
+    p = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    height, width = canvas.shape[:2]
+    r0, r1 = (int(np.clip(np.ceil(v - 0.5), 0, height)) for v in (p[:, 1].min(), p[:, 1].max()))
+    c0, c1 = (int(np.clip(np.ceil(v - 0.5), 0, width)) for v in (p[:, 0].min(), p[:, 0].max()))
+    if r1 <= r0 or c1 <= c0 or not np.isfinite(p).all():
+        return
+    yc = np.arange(r0, r1, dtype=np.float64)[:, None] + 0.5
+    a, b = p, np.roll(p, -1, axis=0)
+    # Half-open in y: a centre on a vertex counts once; horizontal edges never cross.
+    crosses = (yc >= np.minimum(a[:, 1], b[:, 1])) & (yc < np.maximum(a[:, 1], b[:, 1]))
+    dy = np.where(b[:, 1] != a[:, 1], b[:, 1] - a[:, 1], 1.0)
+    xs = np.where(crosses, a[:, 0] + (yc - a[:, 1]) / dy * (b[:, 0] - a[:, 0]), np.inf)
+    xs.sort(axis=1)
+    if xs.shape[1] % 2:  # a row crosses an even number of edges; pad odd vertex counts
+        xs = np.concatenate([xs, np.full((len(xs), 1), np.inf)], axis=1)
+    starts, ends = xs[:, 0::2], xs[:, 1::2]
+    # Columns whose centres c + 0.5 lie in [start, end): c from ceil(start - 0.5) to ceil(end - 0.5).
+    first = np.clip(np.ceil(starts - 0.5), c0, c1)
+    last = np.clip(np.ceil(ends - 0.5), c0, c1)
+    rows, runs = np.nonzero(np.isfinite(starts) & np.isfinite(ends) & (last > first))
+    edges = np.zeros((r1 - r0, c1 - c0 + 1), dtype=np.int32)
+    np.add.at(edges, (rows, first[rows, runs].astype(int) - c0), 1)
+    np.add.at(edges, (rows, last[rows, runs].astype(int) - c0), -1)
+    inside = np.cumsum(edges[:, :-1], axis=1) > 0
+    canvas[r0:r1, c0:c1][inside] = value
 
 
 def polygon_area(polygon: np.ndarray) -> float:

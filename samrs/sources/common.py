@@ -17,16 +17,20 @@ from samrs.classes import SubsetClasses, normalize_name
 from samrs.geometry import clip_polygon, hbox_of, polygon_area
 from samrs.sources.base import Problem, Report, SourceItem
 from samrs.sources.records import ObjectRecord
+from samrs.sources.xmlfile import XmlDoc, XmlError, parse_xml
 from samrs.utils.io import image_size
 
 Split = str | Sequence[str] | None
 
 
+def split_names(split: Split) -> list[str]:
+    """The selected split(s) as a list: one name, several, or none."""
+    return [] if not split else [split] if isinstance(split, str) else list(split)
+
+
 def split_dirs(root: Path, split: Split) -> list[Path]:
     """The folders of the selected split(s): root/split for each; root itself when split is empty."""
-    if not split:
-        return [root]
-    return [root / s for s in ([split] if isinstance(split, str) else split)]
+    return [root / s for s in split_names(split)] or [root]
 
 
 def require_dir(path: Path, what: str) -> Path:
@@ -52,14 +56,16 @@ def list_files(folder: Path, suffixes: Iterable[str]) -> dict[str, Path]:
     return out
 
 
-def read_name_list(path: Path) -> dict[str, int]:
-    """Image names of a split file (one per line, blank lines ignored) -> their line numbers."""
-    names: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
-        name = line.strip()
-        if name:
-            names.setdefault(name, number)
-    return names
+def read_split_files(paths: Iterable[Path], dataset: str) -> dict[str, tuple[Path, int]]:
+    """Image names listed in split files (one per line, blank lines ignored) -> (file, line)."""
+    listed: dict[str, tuple[Path, int]] = {}
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: {dataset} split file not found (check the source's split)")
+        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+            if line.strip():
+                listed.setdefault(line.strip(), (path, number))
+    return listed
 
 
 def pair_files(
@@ -68,11 +74,10 @@ def pair_files(
     images_dir: Path,
     annotations_dir: Path,
     report: Report,
-    listed: dict[str, int] | None = None,
-    listed_in: Path | None = None,
+    listed: dict[str, tuple[Path, int]] | None = None,
 ) -> list[SourceItem]:
     """Items for the names having both an image and an annotation, sorted; every unpaired name is
-    reported. With `listed` (a split file's names), only those names are considered."""
+    reported. With `listed` (names of split files), only those names are considered."""
     names = sorted(listed) if listed is not None else sorted(images.keys() | annotations.keys())
     items = []
     for name in names:
@@ -84,7 +89,8 @@ def pair_files(
         elif image is not None:
             report(Problem(str(image), None, "missing_annotation", f"no annotation for {name} in {annotations_dir}"))
         else:
-            report(Problem(str(listed_in), listed[name], "missing_image",
+            path, line = listed[name]
+            report(Problem(str(path), line, "missing_image",
                            f"{name} is listed but has neither image in {images_dir} nor annotation in {annotations_dir}"))
     return items
 
@@ -112,6 +118,19 @@ def unique_items(items: list[SourceItem]) -> list[SourceItem]:
         if a.name == b.name:
             raise ValueError(f"image name {a.name} occurs twice: {a.image_path} and {b.image_path}")
     return items
+
+
+def open_xml(item: SourceItem, width_path: str, height_path: str, report: Report) -> tuple[XmlDoc, tuple[int, int]] | None:
+    """The item's parsed XML annotation and checked image size (see checked_size); None (reported)
+    when the XML does not parse or the image header cannot be read."""
+    try:
+        doc = parse_xml(item.annotation_path)
+    except XmlError as err:
+        report(Problem(str(item.annotation_path), err.line, "malformed_xml", str(err)))
+        return None
+    size = checked_size(item.image_path, doc.size(width_path, height_path), item.annotation_path,
+                        doc.line(doc.root.find(width_path)), report)
+    return None if size is None else (doc, size)
 
 
 def checked_size(

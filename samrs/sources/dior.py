@@ -26,7 +26,7 @@ from samrs.classes import SubsetClasses, normalize_name
 from samrs.geometry import hbox_of
 from samrs.sources.base import Problem, Report, Source, SourceItem
 from samrs.sources.common import (
-    ObjectChecker, Split, checked_size, list_files, read_name_list, require_dir, unique_items,
+    ObjectChecker, Split, checked_size, list_files, read_split_files, require_dir, split_names, unique_items,
 )
 from samrs.sources.records import ImageRecord, ObjectRecord
 from samrs.sources.xmlfile import XmlDoc, XmlError, parse_xml
@@ -136,14 +136,7 @@ class DiorSource(Source):
         """name -> (split file, line) of the selected splits; None when every image is wanted."""
         if not self.split:
             return None
-        listed: dict[str, tuple[Path, int]] = {}
-        for split in [self.split] if isinstance(self.split, str) else self.split:
-            path = self.split_dir / f"{split}.txt"
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: DIOR split file not found (split={split!r})")
-            for name, line in read_name_list(path).items():
-                listed.setdefault(name, (path, line))
-        return listed
+        return read_split_files([self.split_dir / f"{s}.txt" for s in split_names(self.split)], "DIOR")
 
     def _parse(self, doc: XmlDoc, kind: str, checker: ObjectChecker, report: Report):
         """The usable boxes of one file; malformed objects, unknown classes and degenerate boxes are

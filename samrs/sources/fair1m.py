@@ -15,9 +15,9 @@ import numpy as np
 
 from samrs.classes import SubsetClasses
 from samrs.sources.base import Problem, Report, Source, SourceItem
-from samrs.sources.common import ObjectChecker, Split, checked_size, split_items
+from samrs.sources.common import ObjectChecker, Split, open_xml, split_items
 from samrs.sources.records import ImageRecord, ObjectRecord
-from samrs.sources.xmlfile import XmlDoc, XmlError, parse_xml
+from samrs.sources.xmlfile import XmlDoc, XmlError
 
 
 class Fair1mSource(Source):
@@ -42,15 +42,10 @@ class Fair1mSource(Source):
                            "FAIR1M", report)
 
     def read(self, item: SourceItem, report: Report) -> ImageRecord | None:
-        try:
-            doc = parse_xml(item.annotation_path)
-        except XmlError as err:
-            report(Problem(str(item.annotation_path), err.line, "malformed_xml", str(err)))
+        opened = open_xml(item, "size/width", "size/height", report)
+        if opened is None:
             return None
-        size = checked_size(item.image_path, doc.size("size/width", "size/height"), item.annotation_path,
-                            doc.line(doc.root.find("size")), report)
-        if size is None:
-            return None
+        doc, size = opened
         checker = ObjectChecker(self.classes, size[0], size[1], item.annotation_path, report, self.min_box_area)
         objects = [obj for element in doc.root.iter("object")
                    if (obj := self._object(doc, element, checker)) is not None]

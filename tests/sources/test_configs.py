@@ -9,7 +9,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from samrs.sources.base import Source
 
-SOURCES = {"dota": "sota", "dior": "sior", "fair1m": "fast", "isaid": "sota"}
+SOURCES = {"dota": "sota", "dior": "sior", "fair1m": "fast", "hrsc2016": "hrsc2016", "isaid": "sota"}
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))

@@ -70,12 +70,12 @@ def test_masks_without_their_image(samples_dir, problems):
 def test_dota_boxes_against_isaid_masks_per_class(samples_dir, p0003):
     """P0003's DOTA boxes, rasterised as the polygon_fill labeler paints them, against iSAID's masks.
 
-    Measured (2023 samples): large-vehicle 0.760, small-vehicle 0.627; storage-tank 0 (one tank that
-    iSAID annotates and DOTA v1.0 does not). The boxes are drawn 1-2 px outside the vehicles (median
-    mask extent minus box: -1 px left, -2 px right and bottom), which costs a 2 px band around a
-    10 x 20 px small vehicle about a third of its area and a large vehicle less: hence floors of 0.7
-    and 0.55, a few points under the measurement, that a shifted frame (0.5 px) or a lost object
-    would break.
+    Measured: large-vehicle 0.781, small-vehicle 0.651; storage-tank 0 (one tank that iSAID
+    annotates and DOTA v1.0 does not). The boxes are drawn 1-2 px outside the vehicles (median
+    mask extent minus box: -1 px left, -2 px right and bottom): a 2 px band around a 10 x 20 px
+    car is a third of its area, so small vehicles score lower. The data are fixed, so the floors sit
+    just under the measurement: the same boxes painted with cv2.fillPoly's rule (every pixel an edge
+    touches) score 0.760 / 0.627, and shifted by half a pixel 0.760 / 0.627, both below them.
     """
     source, isaid = p0003
     dota_source = DotaSource(samples_dir / "dota_devkit_yolo", SOTA, split="DOTA_demo", version="1.0")
@@ -92,8 +92,8 @@ def test_dota_boxes_against_isaid_masks_per_class(samples_dir, p0003):
             if obj.name == name:
                 truth |= mask
         iou[name] = (boxes & truth).sum() / (boxes | truth).sum()
-    assert iou["large-vehicle"] >= 0.70
-    assert iou["small-vehicle"] >= 0.55
+    assert iou["large-vehicle"] >= 0.77
+    assert iou["small-vehicle"] >= 0.64
     assert iou["storage-tank"] == 0
 
 
