@@ -216,13 +216,17 @@ def hrsc_mbox(corners: np.ndarray) -> tuple[float, float, float, float, float]:
     return float(cx), float(cy), float(np.hypot(dx, dy)), h, angle
 
 
+def empty(tag: str, pad: str) -> list[str]:
+    """An empty HRSC field as HRSC2016 writes one: opening and closing tag on two lines."""
+    return [f"{pad}<{tag}>", f"{pad}</{tag}>"]
+
+
 def write_hrsc_scene(scene: Scene, data_dir: Path, segmented: bool, first_object_id: int) -> None:
     """AllImages/<id>.bmp, Annotations/<id>.xml (HRSC's element order, 2-space indent) and, when
     `segmented`, Segmentations/<id>.png: each ship in its seg_color on black."""
     save_image(data_dir / "AllImages" / f"{scene.name}.bmp", scene.image)
     h, w = scene.image.shape[:2]
     colors = instance_colors(len(scene.objects))
-    empty = lambda tag, pad: [f"{pad}<{tag}>", f"{pad}</{tag}>"]  # noqa: E731  (HRSC writes empty fields so)
     lines = ["<HRSC_Image>", f"  <Img_ID>{scene.name}</Img_ID>", "  <Place_ID>100000001</Place_ID>",
              "  <Source_ID>100000001</Source_ID>", f"  <Img_NO>{scene.name}</Img_NO>",
              f"  <Img_FileName>{scene.name}</Img_FileName>", "  <Img_FileFmt>bmp</Img_FileFmt>",
