@@ -66,6 +66,10 @@ def test_real_files(real_fair1m, problems):
                                 ("out_of_image_box", "1.xml", 306), ("out_of_image_box", "10.xml", 81),
                                 ("degenerate_box", "1.xml", 291)}
     assert records[0].objects[2].hbox[3] == 1500
+    problems.clear()
+    validation = Fair1mSource(real_fair1m, FAST, split="validation")
+    [record] = [validation.read(item, problems) for item in validation.items(problems)]
+    assert [o.name for o in record.objects] == ["Dry Cargo Ship"] and problems == []
 
 
 def test_generated_scenes_match_masks(generated, scenes, problems, covers):

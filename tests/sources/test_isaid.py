@@ -22,9 +22,12 @@ ISAID_DIR = "isaid_devkit/preprocess/dataset/iSAID"
 def file_class_counts(id_path, class_path) -> Counter:
     """Instances per class counted straight from the two PNGs: distinct (id colour, class colour)
     pairs, background left out."""
-    ids, classes = (np.asarray(Image.open(p).convert("RGB")).astype(np.int64) for p in (id_path, class_path))
-    pair = (ids @ [1 << 40, 1 << 32, 1 << 24]) + (classes @ [1 << 16, 1 << 8, 1])
-    codes = np.unique(pair[ids.any(axis=2)])
+    ids, classes = (np.asarray(Image.open(p).convert("RGB")) for p in (id_path, class_path))
+    keep = ids.any(axis=2)
+    pair = np.zeros(int(keep.sum()), np.int64)
+    for shift, channel in zip((40, 32, 24, 16, 8, 0), [*ids[keep].T, *classes[keep].T]):
+        pair |= channel.astype(np.int64) << shift
+    codes = np.unique(pair)
     names = {(r << 16) + (g << 8) + b: name for name, (r, g, b) in ISAID_COLORS.items()}
     return Counter(names[int(code) & 0xFFFFFF] for code in codes)
 
