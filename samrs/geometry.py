@@ -9,6 +9,8 @@ a 2 x 2 px square would cover 9 pixels.)
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import shapely
@@ -29,10 +31,13 @@ def fill_polygon(canvas: np.ndarray, polygon: np.ndarray, value) -> None:
     fill their two lobes). Cost grows with the polygon's box, not the canvas.
     """
     p = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(p).all():
+        return
     height, width = canvas.shape[:2]
-    r0, r1 = (int(np.clip(np.ceil(v - 0.5), 0, height)) for v in (p[:, 1].min(), p[:, 1].max()))
-    c0, c1 = (int(np.clip(np.ceil(v - 0.5), 0, width)) for v in (p[:, 0].min(), p[:, 0].max()))
-    if r1 <= r0 or c1 <= c0 or not np.isfinite(p).all():
+    (xmin, ymin), (xmax, ymax) = p.min(axis=0), p.max(axis=0)
+    r0, r1 = max(0, math.ceil(ymin - 0.5)), min(height, math.ceil(ymax - 0.5))
+    c0, c1 = max(0, math.ceil(xmin - 0.5)), min(width, math.ceil(xmax - 0.5))
+    if r1 <= r0 or c1 <= c0:
         return
     yc = np.arange(r0, r1, dtype=np.float64)[:, None] + 0.5
     a, b = p, np.roll(p, -1, axis=0)
@@ -41,17 +46,12 @@ def fill_polygon(canvas: np.ndarray, polygon: np.ndarray, value) -> None:
     dy = np.where(b[:, 1] != a[:, 1], b[:, 1] - a[:, 1], 1.0)
     xs = np.where(crosses, a[:, 0] + (yc - a[:, 1]) / dy * (b[:, 0] - a[:, 0]), np.inf)
     xs.sort(axis=1)
-    if xs.shape[1] % 2:  # a row crosses an even number of edges; pad odd vertex counts
-        xs = np.concatenate([xs, np.full((len(xs), 1), np.inf)], axis=1)
-    starts, ends = xs[:, 0::2], xs[:, 1::2]
-    # Columns whose centres c + 0.5 lie in [start, end): c from ceil(start - 0.5) to ceil(end - 0.5).
-    first = np.clip(np.ceil(starts - 0.5), c0, c1)
-    last = np.clip(np.ceil(ends - 0.5), c0, c1)
-    rows, runs = np.nonzero(np.isfinite(starts) & np.isfinite(ends) & (last > first))
-    edges = np.zeros((r1 - r0, c1 - c0 + 1), dtype=np.int32)
-    np.add.at(edges, (rows, first[rows, runs].astype(int) - c0), 1)
-    np.add.at(edges, (rows, last[rows, runs].astype(int) - c0), -1)
-    inside = np.cumsum(edges[:, :-1], axis=1) > 0
+    runs = int(crosses.sum(axis=1).max()) // 2  # runs of inside centres in the busiest row
+    if runs == 0:
+        return
+    starts, ends = xs[:, 0 : 2 * runs : 2, None], xs[:, 1 : 2 * runs : 2, None]
+    centres = np.arange(c0, c1, dtype=np.float64) + 0.5
+    inside = ((centres >= starts) & (centres < ends)).any(axis=1)
     canvas[r0:r1, c0:c1][inside] = value
 
 

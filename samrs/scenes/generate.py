@@ -95,8 +95,8 @@ def _draw_object(rng, classes: SubsetClasses, class_id: int, h: int, w: int, occ
         mask = mask.astype(bool)
         if mask.sum() < 4 or (mask & occupied).any():
             continue
-        # Around the mask's pixel squares, not the outline: fillPoly also paints pixels its edges
-        # touch, so only this box is sure to cover the mask when rasterised.
+        # Around the mask's pixel squares, not the outline: this box covers every mask pixel when
+        # rasterised, whatever rounding did at the outline's edges.
         corners = mask_min_area_rect(mask)
         # Whole boxes: even grown by the formats' rounding step (1 px in DIOR-R), none leaves the image.
         if corners.min() < _BORDER or np.any(corners.max(axis=0) > (w - _BORDER, h - _BORDER)):
