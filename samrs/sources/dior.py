@@ -83,7 +83,7 @@ class DiorSource(Source):
         for folder in self.image_dirs:
             images = list_files(require_dir(folder, "DIOR image"), [self.image_suffix]) | images
         listed = self._listed()
-        names = sorted(listed) if listed else sorted(set().union(images, *annotations.values()))
+        names = sorted(listed) if listed is not None else sorted(set().union(images, *annotations.values()))
         items = []
         for name in names:
             found = {kind: files[name] for kind, files in annotations.items() if name in files}

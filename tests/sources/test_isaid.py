@@ -48,6 +48,9 @@ def test_real_masks_objects_and_boxes(p0003, problems, covers):
     assert len(record.objects) == 59
     masks = source.instance_masks(record)
     assert len(masks) == 59 and all(m.shape == (1023, 1147) and m.any() for m in masks)
+    for crop, mask in zip(source.instance_crops(record), masks):
+        np.testing.assert_array_equal(crop.full(1023, 1147), mask)
+        assert crop.mask.shape == tuple(np.ptp(np.argwhere(mask), axis=0) + 1)
     assert not np.any(np.sum(masks, axis=0) > 1)  # instances never share a pixel
     for obj, mask in zip(record.objects, masks):
         assert obj.class_id == SOTA.id_of(obj.name)
