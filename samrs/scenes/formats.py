@@ -134,9 +134,10 @@ def write_dior_scene(scene: Scene, root: Path, split: str) -> None:
                   "\t\t<database>DIOR</database>", "\t</source>", "\t<size>", f"\t\t<width>{w}</width>",
                   f"\t\t<height>{h}</height>", "\t\t<depth>3</depth>", "\t</size>", "\t<segmented>0</segmented>"]
     for obj in scene.objects:
-        box = "".join(f"\t\t\t<{k}>{int(v)}</{k}>\n" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), obj.hbox))
         horizontal += ["\t<object>", f"\t\t<name>{dior_name(obj.class_name)}</name>", "\t\t<pose>Unspecified</pose>",
-                       "\t\t<bndbox>", box.rstrip("\n"), "\t\t</bndbox>", "\t</object>"]
+                       "\t\t<bndbox>"]
+        horizontal += [f"\t\t\t<{k}>{int(v)}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), obj.hbox)]
+        horizontal += ["\t\t</bndbox>", "\t</object>"]
     horizontal.append("</annotation>")
     text = "\n".join(horizontal).replace("\n", "\r\n") + "\r\n"
     write_text(root / "Annotations/Horizontal Bounding Boxes" / f"{scene.name}.xml", text)
