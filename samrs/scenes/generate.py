@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from samrs.classes import SubsetClasses, subset_classes
-from samrs.geometry import fill_polygon, mask_hbox, mask_rotated_box
+from samrs.geometry import fill_polygon, mask_hbox, mask_min_area_rect
 from samrs.scenes.shapes import class_color, family_of, outline
 
 
@@ -20,7 +20,7 @@ class SceneObject:
     class_name: str
     class_id: int
     mask: np.ndarray  # (H, W) bool, exactly the pixels painted with the object
-    corners: np.ndarray  # (4, 2) minimum-area rotated box around the mask's pixels
+    corners: np.ndarray  # (4, 2) minimum-area rotated box around the mask's pixel squares
     hbox: np.ndarray  # (4,) pixel-edge box of the mask: x_min, y_min, x_max, y_max
     angle: float  # the object's heading, radians
 
@@ -42,6 +42,9 @@ class Scene:
         for obj in self.objects:
             label[obj.mask] = obj.class_id
         return label
+
+
+_BORDER = 2.0  # px kept free between every object's rotated box and the image border
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
@@ -92,7 +95,13 @@ def _draw_object(rng, classes: SubsetClasses, class_id: int, h: int, w: int, occ
         mask = mask.astype(bool)
         if mask.sum() < 4 or (mask & occupied).any():
             continue
-        return SceneObject(name, class_id, mask, mask_rotated_box(mask), mask_hbox(mask), angle)
+        # Around the mask's pixel squares, not the outline: this box covers every mask pixel when
+        # rasterised, whatever rounding did at the outline's edges.
+        corners = mask_min_area_rect(mask)
+        # Whole boxes: even grown by the formats' rounding step (1 px in DIOR-R), none leaves the image.
+        if corners.min() < _BORDER or np.any(corners.max(axis=0) > (w - _BORDER, h - _BORDER)):
+            continue
+        return SceneObject(name, class_id, mask, corners, mask_hbox(mask), angle)
     return None
 
 
