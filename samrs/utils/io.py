@@ -14,6 +14,9 @@ import numpy as np
 from PIL import Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+# Remote-sensing scenes are legitimately huge (DOTA-v2.0 has 20000 x 20000 images): PIL's
+# decompression-bomb guard would refuse them.
+Image.MAX_IMAGE_PIXELS = None
 
 
 @contextmanager
@@ -33,6 +36,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_partial_files(directory: str | os.PathLike) -> int:
+    """Delete the temporary files of `atomic_path` writes that a kill -9 cut short, anywhere under
+    `directory`; returns how many there were. Run it only while nothing writes there."""
+    removed = 0
+    for path in Path(directory).rglob(".*.tmp*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
