@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import shapely
 
 _SHIFT = 8  # sub-pixel bits for cv2.fillPoly
 
@@ -59,3 +60,26 @@ def rotated_rect(cx: float, cy: float, w: float, h: float, angle: float) -> np.n
     half = np.array([[-w, -h], [w, -h], [w, h], [-w, h]], dtype=np.float64) / 2
     rot = np.array([[c, -s], [s, c]])
     return half @ rot.T + np.array([cx, cy])
+
+
+def clip_polygon(polygon: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> np.ndarray | None:
+    """(K, 2) convex polygon: `polygon` clipped to the rectangle [x0, x1] x [y0, y1]; None when
+    nothing of positive area is left. Self-intersecting quadrilaterals (a few DOTA labels) are
+    clipped through their convex hull, so the result is always one convex polygon."""
+    shape = shapely.Polygon(np.asarray(polygon, dtype=np.float64)).convex_hull
+    clipped = shapely.clip_by_rect(shape, x0, y0, x1, y1)
+    if clipped.is_empty or clipped.area <= 0 or not isinstance(clipped, shapely.Polygon):
+        return None
+    return np.asarray(clipped.exterior.coords, dtype=np.float64)[:-1]
+
+
+def mask_min_area_rect(mask: np.ndarray) -> np.ndarray:
+    """(4, 2) minimum-area rotated rectangle around every pixel *square* of a non-empty mask, so
+    that the rectangle rasterised with `rasterize_polygon` covers the whole mask."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        raise ValueError("empty mask has no rotated box")
+    centres = np.concatenate(contours).reshape(-1, 2).astype(np.float64)
+    # The outer pixels' four corners: every pixel square lies in their convex hull.
+    squares = (centres[:, None, :] + np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=np.float64)).reshape(-1, 2)
+    return min_area_rect(squares)

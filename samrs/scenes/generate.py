@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from samrs.classes import SubsetClasses, subset_classes
-from samrs.geometry import fill_polygon, mask_hbox, min_area_rect
+from samrs.geometry import fill_polygon, mask_hbox, mask_min_area_rect
 from samrs.scenes.shapes import class_color, family_of, outline
 
 
@@ -20,7 +20,7 @@ class SceneObject:
     class_name: str
     class_id: int
     mask: np.ndarray  # (H, W) bool, exactly the pixels painted with the object
-    corners: np.ndarray  # (4, 2) minimum-area rotated box around the object's outline
+    corners: np.ndarray  # (4, 2) minimum-area rotated box around the mask's pixel squares
     hbox: np.ndarray  # (4,) pixel-edge box of the mask: x_min, y_min, x_max, y_max
     angle: float  # the object's heading, radians
 
@@ -92,8 +92,9 @@ def _draw_object(rng, classes: SubsetClasses, class_id: int, h: int, w: int, occ
         mask = mask.astype(bool)
         if mask.sum() < 4 or (mask & occupied).any():
             continue
-        points = np.concatenate(polys[:1] if family.name == "ring" else polys)
-        return SceneObject(name, class_id, mask, min_area_rect(points), mask_hbox(mask), angle)
+        # Around the mask's pixel squares, not the outline: fillPoly also paints pixels its edges
+        # touch, so only this box is sure to cover the mask when rasterised.
+        return SceneObject(name, class_id, mask, mask_min_area_rect(mask), mask_hbox(mask), angle)
     return None
 
 

@@ -24,9 +24,11 @@ PROBLEM_KINDS = (
     "unknown_class",  # a class name not in the subset's list
     "degenerate_box",  # zero area, NaN, repeated corners
     "out_of_image_box",  # a box wholly or partly outside the image (clipped or dropped)
+    "unpaired_box",  # DIOR: a box of one annotation file with no partner in the other (kept)
     "missing_image",  # an annotation without its image
     "missing_annotation",  # an image without its annotation file
     "unreadable_image",  # an image that cannot be decoded
+    "size_mismatch",  # the annotation's image size differs from the image file's (file wins)
     "empty_image",  # an image with no usable object (kept all-255, or dropped by config)
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -93,6 +94,35 @@ def to_uint8_rgb(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+@contextmanager
+def _open_image(path: Path) -> Iterator[Image.Image]:
+    """PIL's Image.open without its decompression-bomb limit (179 Mpx): DOTA v2.0 and FAIR1M scenes
+    are legitimately larger (up to ~800 Mpx)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    with im:
+        yield im
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) read from the image header alone, without decoding the pixels.
+
+    Raises OSError naming the file when the header cannot be read.
+    """
+    path = Path(path)
+    try:
+        with _open_image(path) as im:
+            return im.size
+    except (OSError, ValueError, SyntaxError) as err:
+        raise OSError(f"{path}: cannot read the image header ({err})") from None
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read png/jpg/tif/bmp as (H, W, 3) uint8 RGB; gray, palette, RGBA and 16-bit are converted.
 
@@ -100,7 +130,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with _open_image(path) as im:
             if im.mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             if im.mode in ("RGB", "L", "RGBA", "LA", "I;16", "I;16B", "I", "F"):

@@ -1,0 +1,204 @@
+"""What every reader shares: finding and pairing files, image sizes, and checking one box.
+
+`ObjectChecker.make` is the single place where a parsed box becomes an ObjectRecord: the class name
+is looked up, degenerate boxes are refused, boxes outside the image are clipped or dropped, and the
+horizontal box is min/max over all four corners unless the source gives its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from samrs.classes import SubsetClasses, normalize_name
+from samrs.geometry import clip_polygon, hbox_of, polygon_area
+from samrs.sources.base import Problem, Report, SourceItem
+from samrs.sources.records import ObjectRecord
+from samrs.utils.io import image_size
+
+Split = str | Sequence[str] | None
+
+
+def split_dirs(root: Path, split: Split) -> list[Path]:
+    """The folders of the selected split(s): root/split for each; root itself when split is empty."""
+    if not split:
+        return [root]
+    return [root / s for s in ([split] if isinstance(split, str) else split)]
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """A configured folder must exist: a wrong path is a configuration error, not bad data."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: {what} folder not found (check the source's root, split and folder names)")
+    return path
+
+
+def list_files(folder: Path, suffixes: Iterable[str]) -> dict[str, Path]:
+    """name -> path of the files in `folder` ending with one of `suffixes` (case-insensitive);
+    the name is the file name without the suffix. Hidden files (partial writes) are ignored."""
+    ends = tuple(s.lower() for s in suffixes)
+    out: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        low = path.name.lower()
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        for end in ends:
+            if low.endswith(end):
+                out.setdefault(path.name[: len(path.name) - len(end)], path)
+                break
+    return out
+
+
+def read_name_list(path: Path) -> dict[str, int]:
+    """Image names of a split file (one per line, blank lines ignored) -> their line numbers."""
+    names: dict[str, int] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        name = line.strip()
+        if name:
+            names.setdefault(name, number)
+    return names
+
+
+def pair_files(
+    images: dict[str, Path],
+    annotations: dict[str, Path],
+    images_dir: Path,
+    annotations_dir: Path,
+    report: Report,
+    listed: dict[str, int] | None = None,
+    listed_in: Path | None = None,
+) -> list[SourceItem]:
+    """Items for the names having both an image and an annotation, sorted; every unpaired name is
+    reported. With `listed` (a split file's names), only those names are considered."""
+    names = sorted(listed) if listed is not None else sorted(images.keys() | annotations.keys())
+    items = []
+    for name in names:
+        image, annotation = images.get(name), annotations.get(name)
+        if image is not None and annotation is not None:
+            items.append(SourceItem(name, image, annotation))
+        elif annotation is not None:
+            report(Problem(str(annotation), None, "missing_image", f"no image {name}.* in {images_dir}"))
+        elif image is not None:
+            report(Problem(str(image), None, "missing_annotation", f"no annotation for {name} in {annotations_dir}"))
+        else:
+            report(Problem(str(listed_in), listed[name], "missing_image",
+                           f"{name} is listed but has neither image in {images_dir} nor annotation in {annotations_dir}"))
+    return items
+
+
+def unique_items(items: list[SourceItem]) -> list[SourceItem]:
+    """Items sorted by name; two splits holding the same image name would overwrite each other's
+    output, so that is refused."""
+    items = sorted(items, key=lambda item: item.name)
+    for a, b in zip(items, items[1:]):
+        if a.name == b.name:
+            raise ValueError(f"image name {a.name} occurs twice: {a.image_path} and {b.image_path}")
+    return items
+
+
+def checked_size(
+    image: Path, given: tuple[int, int] | None, annotation: Path, line: int | None, report: Report
+) -> tuple[int, int] | None:
+    """The image's (width, height) from its header; the annotation's size `given` when it agrees.
+
+    None (reported, image skipped) when the header cannot be read. A disagreement is reported and
+    the file's own size wins: the pixels are what gets labeled.
+    """
+    try:
+        actual = image_size(image)
+    except OSError as err:
+        report(Problem(str(image), None, "unreadable_image", str(err)))
+        return None
+    if given is not None and tuple(given) != actual:
+        report(Problem(str(annotation), line, "size_mismatch",
+                       f"annotation gives {given[0]}x{given[1]}, image {image.name} is {actual[0]}x{actual[1]}",
+                       "kept the image's size"))
+    return actual
+
+
+@dataclass
+class ObjectChecker:
+    """Turns the boxes of one annotation file into ObjectRecords, reporting every refused box."""
+
+    classes: SubsetClasses
+    width: int
+    height: int
+    path: Path
+    report: Report
+    min_area: float = 1.0  # px^2: a box smaller than this covers no pixel centre reliably
+    source_names: tuple[str, ...] | None = None  # the source's own class list (e.g. one DOTA version)
+    source_label: str = ""
+    _known: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._known = frozenset(normalize_name(n) for n in self.source_names or ())
+
+    def make(
+        self,
+        name: str,
+        corners: np.ndarray,
+        line: int | None,
+        hbox: np.ndarray | None = None,
+        difficult: int = 0,
+        truncated: bool = False,
+        extras: dict[str, Any] | None = None,
+    ) -> ObjectRecord | None:
+        """The object, or None (reported) for an unknown class, a degenerate box or a box wholly
+        outside the image. A box partly outside is clipped: `polygon` is the visible part and
+        `hbox` is clipped to the image; `corners` stay as the file gives them."""
+        class_id = self._class_id(name, line)
+        corners = np.asarray(corners, dtype=np.float64).reshape(4, 2)
+        box = hbox_of(corners) if hbox is None else np.asarray(hbox, dtype=np.float64)
+        if class_id is None or not self._usable(corners, box, line):
+            return None
+        polygon = None
+        if not self._inside(corners, box):
+            polygon = clip_polygon(corners, 0, 0, self.width, self.height)
+            if polygon is None or polygon_area(polygon) < self.min_area:
+                self._problem(line, "out_of_image_box",
+                              f"{name} box {_fmt(box)} lies outside the {self.width}x{self.height} image", "dropped")
+                return None
+            box = self._clip_box(box, polygon)
+            self._problem(line, "out_of_image_box",
+                          f"{name} box reaches outside the {self.width}x{self.height} image", "clipped")
+        return ObjectRecord(name, class_id, corners, box, difficult, truncated, polygon, dict(extras or {}))
+
+    def _class_id(self, name: str, line: int | None) -> int | None:
+        if self._known and normalize_name(name) not in self._known:
+            self._problem(line, "unknown_class", f"unknown class {name!r}: not a {self.source_label} class")
+            return None
+        class_id = self.classes.id_of(name)
+        if class_id is None:
+            self._problem(line, "unknown_class", f"unknown class {name!r}: not in subset {self.classes.name}")
+        return class_id
+
+    def _usable(self, corners: np.ndarray, box: np.ndarray, line: int | None) -> bool:
+        if not (np.isfinite(corners).all() and np.isfinite(box).all()):
+            self._problem(line, "degenerate_box", "box has a NaN or infinite coordinate")
+            return False
+        area = polygon_area(corners)
+        if area < self.min_area or box[2] <= box[0] or box[3] <= box[1]:
+            self._problem(line, "degenerate_box",
+                          f"box {_fmt(corners.ravel())} has area {area:.2f} px^2 (< {self.min_area})")
+            return False
+        return True
+
+    def _inside(self, corners: np.ndarray, box: np.ndarray) -> bool:
+        xs = np.concatenate([corners[:, 0], box[0::2]])
+        ys = np.concatenate([corners[:, 1], box[1::2]])
+        return bool(xs.min() >= 0 and ys.min() >= 0 and xs.max() <= self.width and ys.max() <= self.height)
+
+    def _clip_box(self, box: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+        """The source's box clipped to the image; the visible polygon's box if nothing is left."""
+        clipped = np.array([max(box[0], 0), max(box[1], 0), min(box[2], self.width), min(box[3], self.height)])
+        return clipped if clipped[2] > clipped[0] and clipped[3] > clipped[1] else hbox_of(polygon)
+
+    def _problem(self, line: int | None, kind: str, message: str, action: str = "skipped") -> None:
+        self.report(Problem(str(self.path), line, kind, message, action))
+
+
+def _fmt(values: np.ndarray) -> str:
+    return "[" + " ".join(f"{v:g}" for v in np.asarray(values).ravel()) + "]"
