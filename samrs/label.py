@@ -5,15 +5,13 @@ source.root=DIR labeler=NAME output_dir=DIR [overrides]. See docs/labeling.md.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 
-from samrs.labeling.job import run_labeling
+from samrs.labeling.job import UsageError, run_labeling
 from samrs.sources.base import BadInputError
 from samrs.sources.tiling import Tiling
 from samrs.utils.hydra import samrs_main
@@ -22,7 +20,7 @@ from samrs.utils.runs import apply_extras
 
 def required_output_dir(cfg: DictConfig) -> Path:
     if OmegaConf.is_missing(cfg, "output_dir") or not cfg.output_dir:
-        raise ValueError(
+        raise UsageError(
             "output_dir is required: the directory the subset is written to, e.g. "
             "python -m samrs.label source=dota source.root=data/DOTA labeler=polygon_fill output_dir=data/sota"
         )
@@ -35,18 +33,6 @@ def label(cfg: DictConfig) -> dict[str, Any] | None:
     source = hydra.utils.instantiate(cfg.source)
     labeler = hydra.utils.instantiate(cfg.labeler)
     tiling = hydra.utils.instantiate(cfg.tiling) if cfg.get("tiling") else Tiling()
-    # a labeler may describe itself (prompt, model, checkpoint hash): that decides its masks
-    described = labeler.describe() if hasattr(labeler, "describe") else {"prompt": None}
-    settings = {
-        "source": source.name,
-        "subset": source.classes.name,
-        "labeler": labeler.name,
-        **described,
-        "tiling": asdict(tiling),
-        "overlap": cfg.overlap,
-        "write_color": cfg.write_color,
-    }
-    meta = {"source": source.name, "source_root": str(source.root), "labeler": labeler.name, **described}
     return run_labeling(
         source,
         labeler,
@@ -61,8 +47,6 @@ def label(cfg: DictConfig) -> dict[str, Any] | None:
         num_workers=cfg.num_workers,
         progress=cfg.progress,
         make_trainer=hydra.utils.instantiate(cfg.trainer, _partial_=True),
-        meta=meta,
-        settings=settings,
     )
 
 
@@ -72,8 +56,11 @@ def main(cfg: DictConfig) -> None:
     try:
         label(cfg)
     except BadInputError as err:
-        Console(stderr=True).print(f"strict=true: stopped at the first bad input:\n{err}", markup=False, highlight=False)
+        print(f"strict=true: stopped at the first bad input:\n{err}", file=sys.stderr)
         sys.exit(1)
+    except UsageError as err:
+        print(err, file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ still skips images that already have a part file, so nothing is written twice.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,7 +24,6 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -38,6 +38,7 @@ from rich.text import Text
 from torch.utils.data import DataLoader, Dataset
 
 from samrs.labeling.base import InstanceMask, Labeler
+from samrs.labeling.overlap import POLICIES
 from samrs.labeling.report import ProblemStore, make_report, summary
 from samrs.labeling.writer import SubsetWriter
 from samrs.sources.base import BadInputError, Problem, Source, SourceItem, raise_problem
@@ -46,6 +47,10 @@ from samrs.sources.tiling import Tiling
 from samrs.utils.io import read_rgb, remove_partial_files, write_json
 
 SETTINGS_FILE = ".samrs_run.json"
+
+
+class UsageError(ValueError):
+    """A run the job refuses before it starts (no output_dir, a resume with other settings)."""
 
 
 @dataclass
@@ -141,8 +146,8 @@ class LabelDataset(Dataset):
             report(Problem(path, None, "unreadable_image", f"cannot decode the image: {err}"))
             return None
         if image.shape[:2] != (record.height, record.width):
-            report(Problem(path, None, "unreadable_image", f"decoded size {image.shape[1]}x{image.shape[0]} "
-                                                           f"differs from the annotated {record.width}x{record.height}"))
+            report(Problem(path, None, "size_mismatch", f"decoded size {image.shape[1]}x{image.shape[0]} differs "
+                                                        f"from the {record.width}x{record.height} read before"))
             return None
         return image
 
@@ -213,23 +218,20 @@ class SubsetPredictionWriter(BasePredictionWriter):
         problems = self.listing_problems + self.store.load(self.item_names)
         report = make_report(problems, meta["counts"], len(self.item_names), self.strict)
         write_json(self.writer.root / "report.json", report)
-        # printed, not logged: spawned DDP ranks do not inherit Hydra's logging set-up
-        Console().print(summary(report, meta, self.writer.root), highlight=False)
+        print(summary(report, meta, self.writer.root))  # not logged: spawned DDP ranks lack Hydra's logging
         return meta
 
 
-class RateColumn(ProgressColumn):
-    """`field` per second of the task's elapsed time."""
-
-    def __init__(self, field_name: str, unit: str) -> None:
-        super().__init__()
-        self.field_name = field_name
-        self.unit = unit
+class CountsColumn(ProgressColumn):
+    """Images and objects written so far, and their rates over the task's elapsed time."""
 
     def render(self, task: Task) -> Text:
         elapsed = task.elapsed or 0.0
-        rate = task.fields.get(self.field_name, 0) / elapsed if elapsed > 0 else 0.0
-        return Text(f"{rate:.1f} {self.unit}/s", style="progress.data.speed")
+        parts = []
+        for unit in ("images", "objects"):
+            count = task.fields.get(unit, 0)
+            parts.append(f"{count} {unit} {count / elapsed if elapsed > 0 else 0.0:.1f}/s")
+        return Text(" · ".join(parts), style="progress.data.speed")
 
 
 class LabelProgressBar(ProgressBar):
@@ -253,10 +255,8 @@ class LabelProgressBar(ProgressBar):
         items = len(trainer.predict_dataloaders.dataset)
         total = len(range(trainer.global_rank, items, trainer.world_size))
         self._progress = Progress(
-            TextColumn("[bold]labeling"), BarColumn(), MofNCompleteColumn(), TextColumn("source images"),
-            TextColumn("{task.fields[images]} images"), RateColumn("images", "images"),
-            TextColumn("{task.fields[objects]} objects"), RateColumn("objects", "objects"),
-            TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("[bold]labeling"), BarColumn(bar_width=10), MofNCompleteColumn(),
+            CountsColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
         )
         self._progress.start()
         self._task = self._progress.add_task("labeling", total=total, images=0, objects=0)
@@ -292,7 +292,7 @@ def check_settings(output_dir: Path, settings: dict[str, Any]) -> None:
         earlier = json.loads(path.read_text())
         differ = sorted(k for k in settings.keys() | earlier.keys() if settings.get(k) != earlier.get(k))
         if differ:
-            raise ValueError(
+            raise UsageError(
                 f"{output_dir} holds images labeled with other settings ({', '.join(differ)}: "
                 + "; ".join(f"{k} was {earlier.get(k)!r}, now {settings.get(k)!r}" for k in differ)
                 + "). A run resumes only with the same settings: use another output_dir, or delete this one."
@@ -306,7 +306,7 @@ def prepare_output(output_dir: Path) -> None:
     """Remove what writes cut short by kill -9 left behind (rank zero, before any rank writes)."""
     removed = remove_partial_files(output_dir) if output_dir.is_dir() else 0
     if removed:
-        Console(stderr=True).print(f"removed {removed} partial files of an interrupted run in {output_dir}")
+        print(f"removed {removed} partial files of an interrupted run in {output_dir}", file=sys.stderr)
 
 
 def run_labeling(
@@ -324,27 +324,33 @@ def run_labeling(
     num_workers: int = 0,
     progress: bool = True,
     make_trainer: Callable[..., L.Trainer] = L.Trainer,
-    meta: dict[str, Any] | None = None,
-    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Label every image of `source` into a subset at `output_dir`, resuming what is there.
 
-    `settings` are what a resumed run must share with the first (compared with the stored ones);
-    `meta` goes into meta.json. Returns meta.json's content on rank zero, None on other ranks.
+    `make_trainer(callbacks=..., logger=..., enable_progress_bar=...)` builds the Lightning Trainer
+    (devices, strategy). Returns meta.json's content on rank zero, None on other ranks.
     """
+    if overlap not in POLICIES:
+        raise UsageError(f"overlap={overlap!r}: choose one of {', '.join(POLICIES)}")
     root = Path(output_dir)
     tiling = tiling or Tiling()
     writer = SubsetWriter(root, source.classes, overlap=overlap, write_color=write_color, val_fraction=val_fraction)
+    # A labeler may describe itself (prompt, model, checkpoint hash): what decides its masks.
+    described = labeler.describe() if hasattr(labeler, "describe") else {"prompt": None}
+    settings = {"source": source.name, "subset": source.classes.name, "labeler": labeler.name, **described,
+                "tiling": asdict(tiling), "overlap": overlap, "write_color": write_color}
+    meta = {"source": source.name, "source_root": str(source.root), "labeler": labeler.name, **described,
+            "tiling": asdict(tiling), "keep_empty": keep_empty}
     listing_problems: list[Problem] = []
     items = source.items(raise_problem if strict else listing_problems.append)
-    check_settings(root, settings or {})
+    check_settings(root, settings)
     prepare_output(root)
 
     dataset = LabelDataset(source, items, tiling, writer, keep_empty=keep_empty, strict=strict)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=LabelBatch)
-    meta = {**(meta or {}), "tiling": asdict(tiling), "keep_empty": keep_empty}
-    callbacks = [SubsetPredictionWriter(writer, [i.name for i in items], listing_problems, meta, strict)]
-    callbacks += [LabelProgressBar()] if progress else []
+    # the bar first: it stops before the writer prints the summary
+    callbacks = [LabelProgressBar()] if progress else []
+    callbacks.append(SubsetPredictionWriter(writer, [i.name for i in items], listing_problems, meta, strict))
     trainer = make_trainer(callbacks=callbacks, logger=False, enable_progress_bar=progress)
     trainer.predict(LabelingModule(labeler), dataloaders=loader, return_predictions=False)
     if not trainer.is_global_zero:

@@ -15,7 +15,8 @@ Every tile is `size` x `size`: pixels beyond the image (`pad`, or an image small
 Objects are clipped to the window (and the image) as polygons with shapely. An object keeps its
 place in the tile when at least `min_visible` of its area is inside; a clipped one is marked
 `truncated`, its region becomes the clipped polygon, its rotated box the minimum-area rectangle of
-that polygon and its horizontal box the box of the polygon (within the source's own box).
+that polygon and its horizontal box the box of the polygon (within the source's own box). Every
+tile object keeps its index in the source record as `extras["source_index"]`.
 """
 
 from __future__ import annotations
@@ -137,39 +138,42 @@ class _Clipper:
         out = []
         for i in np.flatnonzero(touching):
             obj = self.objects[i]
-            if i not in clipped:
-                out.append(_shifted(obj, offset))
+            if i not in clipped:  # wholly inside the view
+                out.append(_shifted(obj, offset, i))
                 continue
             poly = largest_polygon(clipped[i])
             fraction = 0.0 if poly is None else poly.area / self.areas[i]
             if poly is None or fraction < min_visible:
                 continue
-            if fraction >= _FULL:
-                out.append(_shifted(obj, offset))
-                continue
-            points = np.asarray(poly.exterior.coords, dtype=np.float64)[:-1]
-            box = hbox_of(points)
-            box[:2] = np.maximum(box[:2], obj.hbox[:2])
-            box[2:] = np.minimum(box[2:], obj.hbox[2:])
-            if (box[2:] <= box[:2]).any():  # a source box that misses the polygon: trust the polygon
-                box = hbox_of(points)
-            out.append(replace(
-                obj,
-                corners=min_area_rect(points) - offset,
-                hbox=box - np.tile(offset, 2),
-                polygon=points - offset,
-                truncated=True,
-                extras={**obj.extras, "visible_fraction": round(float(fraction), 4)},
-            ))
+            out.append(_shifted(obj, offset, i) if fraction >= _FULL else _truncated(obj, poly, fraction, offset, i))
         return out
 
 
-def _shifted(obj: ObjectRecord, offset: np.ndarray) -> ObjectRecord:
-    """`obj` moved into a tile whose origin is `offset`, unclipped."""
+def _truncated(obj: ObjectRecord, poly: shapely.Polygon, fraction: float, offset: np.ndarray, index: int) -> ObjectRecord:
+    """Source object `index` cut to its visible polygon `poly`, in a tile whose origin is `offset`."""
+    points = np.asarray(poly.exterior.coords, dtype=np.float64)[:-1]
+    box = hbox_of(points)
+    box[:2] = np.maximum(box[:2], obj.hbox[:2])
+    box[2:] = np.minimum(box[2:], obj.hbox[2:])
+    if (box[2:] <= box[:2]).any():  # a source box that misses the polygon: trust the polygon
+        box = hbox_of(points)
+    return replace(
+        obj,
+        corners=min_area_rect(points) - offset,
+        hbox=box - np.tile(offset, 2),
+        polygon=points - offset,
+        truncated=True,
+        extras={**obj.extras, "source_index": int(index), "visible_fraction": round(float(fraction), 4)},
+    )
+
+
+def _shifted(obj: ObjectRecord, offset: np.ndarray, index: int) -> ObjectRecord:
+    """Source object `index` moved into a tile whose origin is `offset`, unclipped."""
     return replace(
         obj,
         corners=obj.corners - offset,
         hbox=obj.hbox - np.tile(offset, 2),
         polygon=None if obj.polygon is None else obj.polygon - offset,
+        extras={**obj.extras, "source_index": int(index)},
     )
 

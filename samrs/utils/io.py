@@ -15,9 +15,11 @@ import numpy as np
 from PIL import Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-# Remote-sensing scenes are legitimately huge (DOTA-v2.0 has 20000 x 20000 images): PIL's
-# decompression-bomb guard would refuse them.
-Image.MAX_IMAGE_PIXELS = None
+
+
+# mkstemp creates files readable by their owner only; written files get the usual mode instead.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -33,6 +35,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
