@@ -1,30 +1,58 @@
 """Polygon geometry shared by readers, tiling, generated scenes and labelers.
 
 Continuous pixel coordinates: pixel (row i, column j) covers [j, j+1) x [i, i+1), its centre is
-(j + 0.5, i + 0.5). A pixel belongs to a polygon when its centre lies inside (OpenCV's scan-line
-rule, with 8 bits of sub-pixel precision).
+(j + 0.5, i + 0.5). A pixel belongs to a polygon when its centre lies inside: exactly, with
+centres on a left or top edge inside and on a right or bottom edge outside, so that polygons
+sharing an edge never share a pixel. (cv2.fillPoly also paints every pixel its edges touch:
+a 2 x 2 px square would cover 9 pixels.)
 """
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
 import shapely
 
-_SHIFT = 8  # sub-pixel bits for cv2.fillPoly
-
 
 def rasterize_polygon(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
     """(H, W) bool mask of the pixels whose centres lie inside `polygon` ((K, 2) x, y)."""
-    mask = np.zeros((height, width), dtype=np.uint8)
-    fill_polygon(mask, polygon, 1)
-    return mask.astype(bool)
+    mask = np.zeros((height, width), dtype=bool)
+    fill_polygon(mask, polygon, True)
+    return mask
 
 
-def fill_polygon(canvas: np.ndarray, polygon: np.ndarray, value: int | tuple[int, ...]) -> None:
-    """Paint `value` into `canvas` (H, W[, C]) on the pixels of `polygon`, in place."""
-    pts = np.round((np.asarray(polygon, dtype=np.float64) - 0.5) * (1 << _SHIFT)).astype(np.int32)
-    cv2.fillPoly(canvas, [pts.reshape(-1, 1, 2)], value, lineType=cv2.LINE_8, shift=_SHIFT)
+def fill_polygon(canvas: np.ndarray, polygon: np.ndarray, value) -> None:
+    """Paint `value` into `canvas` (H, W[, C]) on the pixels of `polygon`, in place.
+
+    A scan line through the pixel centres of each row: the crossings with the polygon's edges,
+    sorted, bound the runs of inside centres (even-odd rule, so self-intersecting quadrilaterals
+    fill their two lobes). Cost grows with the polygon's box, not the canvas.
+    """
+    p = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(p).all():
+        return
+    height, width = canvas.shape[:2]
+    (xmin, ymin), (xmax, ymax) = p.min(axis=0), p.max(axis=0)
+    r0, r1 = max(0, math.ceil(ymin - 0.5)), min(height, math.ceil(ymax - 0.5))
+    c0, c1 = max(0, math.ceil(xmin - 0.5)), min(width, math.ceil(xmax - 0.5))
+    if r1 <= r0 or c1 <= c0:
+        return
+    yc = np.arange(r0, r1, dtype=np.float64)[:, None] + 0.5
+    a, b = p, np.roll(p, -1, axis=0)
+    # Half-open in y: a centre on a vertex counts once; horizontal edges never cross.
+    crosses = (yc >= np.minimum(a[:, 1], b[:, 1])) & (yc < np.maximum(a[:, 1], b[:, 1]))
+    dy = np.where(b[:, 1] != a[:, 1], b[:, 1] - a[:, 1], 1.0)
+    xs = np.where(crosses, a[:, 0] + (yc - a[:, 1]) / dy * (b[:, 0] - a[:, 0]), np.inf)
+    xs.sort(axis=1)
+    runs = int(crosses.sum(axis=1).max()) // 2  # runs of inside centres in the busiest row
+    if runs == 0:
+        return
+    starts, ends = xs[:, 0 : 2 * runs : 2, None], xs[:, 1 : 2 * runs : 2, None]
+    centres = np.arange(c0, c1, dtype=np.float64) + 0.5
+    inside = ((centres >= starts) & (centres < ends)).any(axis=1)
+    canvas[r0:r1, c0:c1][inside] = value
 
 
 def polygon_area(polygon: np.ndarray) -> float:

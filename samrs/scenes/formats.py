@@ -28,6 +28,9 @@ from PIL import Image
 
 from samrs.classes import ISAID_COLORS
 from samrs.scenes.generate import Scene, generate_scenes
+from samrs.sources.dior import ROBNDBOX, dior_name
+from samrs.sources.fair1m import fair1m_name
+from samrs.sources.hrsc2016 import HBOX
 from samrs.utils.io import atomic_path, write_png, write_text
 
 FORMATS = ("dota", "dior", "fair1m", "hrsc2016", "samrs")
@@ -109,10 +112,178 @@ def _write_dota(scenes: Iterable[Scene], out: Path, split: str = "train") -> Non
         write_isaid_scene(scene, out / "iSAID" / split)
 
 
+# --- DIOR and DIOR-R ----------------------------------------------------------------------------
+
+DIOR_SPLITS = ("train", "val", "test", "test")  # scene i goes to DIOR_SPLITS[i % 4], as DIOR's 1:1:2
+
+
+def dior_corners(corners: np.ndarray) -> np.ndarray:
+    """Corners in DIOR-R's order: left-top, right-top, right-bottom, left-bottom (clockwise on
+    screen, starting at the corner up and left of the centre)."""
+    offsets = corners - corners.mean(axis=0)
+    return corners[np.argsort(np.arctan2(offsets[:, 1], offsets[:, 0]))]
+
+
+def write_dior_scene(scene: Scene, root: Path, split: str) -> None:
+    """The image (jpg), its VOC-style horizontal XML (tabs, CRLF, no declaration, as DIOR) and its
+    DIOR-R oriented XML (4 spaces, LF, declaration; objects in another order, as in DIOR-R)."""
+    folder = "JPEGImages-test" if split == "test" else "JPEGImages-trainval"
+    save_image(root / folder / f"{scene.name}.jpg", scene.image, quality=95)
+    h, w = scene.image.shape[:2]
+    horizontal = ["<annotation>", f"\t<filename>{scene.name}.jpg</filename>", "\t<source>",
+                  "\t\t<database>DIOR</database>", "\t</source>", "\t<size>", f"\t\t<width>{w}</width>",
+                  f"\t\t<height>{h}</height>", "\t\t<depth>3</depth>", "\t</size>", "\t<segmented>0</segmented>"]
+    for obj in scene.objects:
+        horizontal += ["\t<object>", f"\t\t<name>{dior_name(obj.class_name)}</name>", "\t\t<pose>Unspecified</pose>",
+                       "\t\t<bndbox>"]
+        horizontal += [f"\t\t\t<{k}>{int(v)}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), obj.hbox)]
+        horizontal += ["\t\t</bndbox>", "\t</object>"]
+    horizontal.append("</annotation>")
+    text = "\n".join(horizontal).replace("\n", "\r\n") + "\r\n"
+    write_text(root / "Annotations/Horizontal Bounding Boxes" / f"{scene.name}.xml", text)
+    zipped = f"/{folder}.zip/{folder}/{folder}"
+    oriented = ['<?xml version="1.0" encoding="UTF-8"?>', "<annotation>", f"    <folder>{zipped}</folder>",
+                f"    <filename>{scene.name}.jpg</filename>", f"    <path>{zipped}</path>", "    <source>",
+                "        <database>Unknown</database>", "    </source>", "    <size>", f"        <width>{w}</width>",
+                f"        <height>{h}</height>", "        <depth>3</depth>", "    </size>", "    <segmented>0</segmented>"]
+    for obj in reversed(scene.objects):
+        corners = dior_corners(np.round(grown(obj.corners, 1.0)))
+        angle = np.degrees(np.arctan2(*(corners[1] - corners[0])[::-1]))
+        oriented += ["    <object>", "        <type>robndbox</type>", f"        <name>{dior_name(obj.class_name)}</name>",
+                     "        <pose>Unspecified</pose>", "        <truncated>0</truncated>",
+                     "        <difficult>0</difficult>", "        <robndbox>"]
+        oriented += [f"            <{k}>{int(v)}</{k}>" for k, v in zip(ROBNDBOX, corners.ravel())]
+        oriented += ["        </robndbox>", f"        <angle>{angle:.1f}</angle>", "    </object>"]
+    oriented.append("</annotation>")
+    write_text(root / "Annotations/Oriented Bounding Boxes" / f"{scene.name}.xml", "\n".join(oriented) + "\n")
+
+
+def _write_dior(scenes: Iterable[Scene], out: Path) -> None:
+    splits: dict[str, list[str]] = {s: [] for s in DIOR_SPLITS}
+    for i, scene in enumerate(scenes):
+        split = DIOR_SPLITS[i % len(DIOR_SPLITS)]
+        write_dior_scene(scene, out, split)
+        splits[split].append(scene.name)
+    for split, names in splits.items():
+        write_text(out / "ImageSets/Main" / f"{split}.txt", "".join(f"{n}\n" for n in names))
+
+
+# --- FAIR1M -------------------------------------------------------------------------------------
+
+
+def write_fair1m_scene(scene: Scene, split_dir: Path) -> None:
+    """images/<name>.tif and labelXml/<name>.xml (utf-8 declaration, tabs, 5-point closed rings,
+    class names with spaces, no newline after the last tag, as FAIR1M)."""
+    save_image(split_dir / "images" / f"{scene.name}.tif", scene.image)
+    h, w = scene.image.shape[:2]
+    lines = ['<?xml version="1.0" encoding="utf-8"?>', "<annotation>", "\t<source>",
+             f"\t\t<filename>{scene.name}.tif</filename>", "\t\t<origin>GF2/GF3</origin>", "\t</source>",
+             "\t<research>", "\t\t<version>1.0</version>", "\t\t<provider>FAIR1M</provider>",
+             "\t\t<author>samrs</author>", "\t\t<pluginname>FAIR1M</pluginname>",
+             "\t\t<pluginclass>object detection</pluginclass>", "\t\t<time>2021-07-21</time>", "\t</research>",
+             "\t<size>", f"\t\t<width>{w}</width>", f"\t\t<height>{h}</height>", "\t\t<depth>3</depth>",
+             "\t</size>", "\t<objects>"]
+    for obj in scene.objects:
+        ring = grown(obj.corners, 1e-6)
+        lines += ["\t\t<object>", "\t\t\t<coordinate>pixel</coordinate>", "\t\t\t<type>rectangle</type>",
+                  "\t\t\t<description>None</description>", "\t\t\t<possibleresult>",
+                  f"\t\t\t\t<name>{fair1m_name(obj.class_name)}</name>", "\t\t\t</possibleresult>", "\t\t\t<points>"]
+        lines += [f"\t\t\t\t<point>{x:.6f},{y:.6f}</point>" for x, y in [*ring, ring[0]]]
+        lines += ["\t\t\t</points>", "\t\t</object>"]
+    lines += ["\t</objects>", "</annotation>"]
+    write_text(split_dir / "labelXml" / f"{scene.name}.xml", "\n".join(lines))
+
+
+def _write_fair1m(scenes: Iterable[Scene], out: Path, split: str = "train") -> None:
+    for scene in scenes:
+        write_fair1m_scene(scene, out / split)
+
+
+# --- HRSC2016 -----------------------------------------------------------------------------------
+
+HRSC_SPLITS = DIOR_SPLITS  # scene i goes to HRSC_SPLITS[i % 4]; only test images are segmented
+
+
+def hrsc_mbox(corners: np.ndarray) -> tuple[float, float, float, float, float]:
+    """(cx, cy, w, h, angle in radians) of a rectangle: w along its long side, angle in
+    (-pi/2, pi/2], the inverse of samrs.geometry.rotated_rect."""
+    c = np.asarray(corners, dtype=np.float64)
+    if np.linalg.norm(c[1] - c[0]) < np.linalg.norm(c[2] - c[1]):
+        c = np.roll(c, -1, axis=0)
+    (dx, dy), h = c[1] - c[0], float(np.linalg.norm(c[2] - c[1]))
+    angle = float(np.arctan2(dy, dx))
+    angle = angle - np.pi if angle > np.pi / 2 else angle + np.pi if angle <= -np.pi / 2 else angle
+    cx, cy = c.mean(axis=0)
+    return float(cx), float(cy), float(np.hypot(dx, dy)), h, angle
+
+
+def empty(tag: str, pad: str) -> list[str]:
+    """An empty HRSC field as HRSC2016 writes one: opening and closing tag on two lines."""
+    return [f"{pad}<{tag}>", f"{pad}</{tag}>"]
+
+
+def write_hrsc_scene(scene: Scene, data_dir: Path, segmented: bool, first_object_id: int) -> None:
+    """AllImages/<id>.bmp, Annotations/<id>.xml (HRSC's element order, 2-space indent) and, when
+    `segmented`, Segmentations/<id>.png: each ship in its seg_color on black."""
+    save_image(data_dir / "AllImages" / f"{scene.name}.bmp", scene.image)
+    h, w = scene.image.shape[:2]
+    colors = instance_colors(len(scene.objects))
+    lines = ["<HRSC_Image>", f"  <Img_ID>{scene.name}</Img_ID>", "  <Place_ID>100000001</Place_ID>",
+             "  <Source_ID>100000001</Source_ID>", f"  <Img_NO>{scene.name}</Img_NO>",
+             f"  <Img_FileName>{scene.name}</Img_FileName>", "  <Img_FileFmt>bmp</Img_FileFmt>",
+             "  <Img_Date>1900-01-01</Img_Date>", "  <Img_CusType>sealand</Img_CusType>", *empty("Img_Des", "  "),
+             "  <Img_Location>0,0</Img_Location>", f"  <Img_SizeWidth>{w}</Img_SizeWidth>",
+             f"  <Img_SizeHeight>{h}</Img_SizeHeight>", "  <Img_SizeDepth>3</Img_SizeDepth>",
+             "  <Img_Resolution>1.07</Img_Resolution>", "  <Img_Resolution_Layer>18</Img_Resolution_Layer>",
+             "  <Img_Scale>100</Img_Scale>", *empty("Img_SclPxlNum", "  "), f"  <segmented>{int(segmented)}</segmented>",
+             "  <Img_Havemask>0</Img_Havemask>", *empty("Img_MaskFileName", "  "), *empty("Img_MaskFileFmt", "  "),
+             *empty("Img_MaskType", "  ")]
+    lines += ([f"  <Img_SegFileName>{scene.name}</Img_SegFileName>", "  <Img_SegFileFmt>png</Img_SegFileFmt>"]
+              if segmented else [*empty("Img_SegFileName", "  "), *empty("Img_SegFileFmt", "  ")])
+    lines += ["  <Img_Rotation>000d</Img_Rotation>", "  <Annotated>1</Annotated>", "  <HRSC_Objects>"]
+    pad = "      "
+    for k, (obj, color) in enumerate(zip(scene.objects, colors)):
+        cx, cy, bw, bh, angle = hrsc_mbox(grown(obj.corners, 0.01))
+        bow = np.array([cx, cy]) + bw / 2 * np.array([np.cos(obj.angle), np.sin(obj.angle)])
+        lines += ["    <HRSC_Object>", f"{pad}<Object_ID>{first_object_id + k}</Object_ID>",
+                  f"{pad}<Class_ID>100000001</Class_ID>", f"{pad}<Object_NO>{first_object_id + k}</Object_NO>",
+                  f"{pad}<truncated>0</truncated>", f"{pad}<difficult>0</difficult>"]
+        lines += [f"{pad}<{key}>{int(v)}</{key}>" for key, v in zip(HBOX, obj.hbox)]
+        lines += [f"{pad}<mbox_cx>{cx:.4f}</mbox_cx>", f"{pad}<mbox_cy>{cy:.4f}</mbox_cy>",
+                  f"{pad}<mbox_w>{bw:.4f}</mbox_w>", f"{pad}<mbox_h>{bh:.4f}</mbox_h>",
+                  f"{pad}<mbox_ang>{angle:.6f}</mbox_ang>", f"{pad}<segmented>{int(segmented)}</segmented>"]
+        lines += [f"{pad}<seg_color>{','.join(map(str, color))}</seg_color>"] if segmented else empty("seg_color", pad)
+        lines += [f"{pad}<header_x>{int(round(bow[0]))}</header_x>", f"{pad}<header_y>{int(round(bow[1]))}</header_y>",
+                  "    </HRSC_Object>"]
+    lines += ["  </HRSC_Objects>", "</HRSC_Image>"]
+    write_text(data_dir / "Annotations" / f"{scene.name}.xml", "\n".join(lines) + "\n")
+    if segmented:
+        segmentation = np.zeros((h, w, 3), np.uint8)
+        for obj, color in zip(scene.objects, colors):
+            segmentation[obj.mask] = color
+        write_png(data_dir / "Segmentations" / f"{scene.name}.png", segmentation)
+
+
+def _write_hrsc2016(scenes: Iterable[Scene], out: Path) -> None:
+    splits: dict[str, list[str]] = {s: [] for s in HRSC_SPLITS}
+    object_id = 100000001
+    for i, scene in enumerate(scenes):
+        split = HRSC_SPLITS[i % len(HRSC_SPLITS)]
+        write_hrsc_scene(scene, out / "FullDataSet", split == "test", object_id)
+        object_id += len(scene.objects)
+        splits[split].append(scene.name)
+    splits["trainval"] = sorted(splits["train"] + splits["val"])
+    for split, names in splits.items():
+        write_text(out / "ImageSets" / f"{split}.txt", "".join(f"{n}\n" for n in names))
+
+
 # --- whole datasets -----------------------------------------------------------------------------
 
 WRITERS: dict[str, Callable[[Iterable[Scene], Path], None]] = {
     "dota": _write_dota,
+    "dior": _write_dior,
+    "fair1m": _write_fair1m,
+    "hrsc2016": _write_hrsc2016,
 }
 
 

@@ -44,6 +44,9 @@ class Scene:
         return label
 
 
+_BORDER = 2.0  # px kept free between every object's rotated box and the image border
+
+
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
     grid = rng.random((cells + 1, cells + 1)).astype(np.float32)
     return cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
@@ -92,9 +95,13 @@ def _draw_object(rng, classes: SubsetClasses, class_id: int, h: int, w: int, occ
         mask = mask.astype(bool)
         if mask.sum() < 4 or (mask & occupied).any():
             continue
-        # Around the mask's pixel squares, not the outline: fillPoly also paints pixels its edges
-        # touch, so only this box is sure to cover the mask when rasterised.
-        return SceneObject(name, class_id, mask, mask_min_area_rect(mask), mask_hbox(mask), angle)
+        # Around the mask's pixel squares, not the outline: this box covers every mask pixel when
+        # rasterised, whatever rounding did at the outline's edges.
+        corners = mask_min_area_rect(mask)
+        # Whole boxes: even grown by the formats' rounding step (1 px in DIOR-R), none leaves the image.
+        if corners.min() < _BORDER or np.any(corners.max(axis=0) > (w - _BORDER, h - _BORDER)):
+            continue
+        return SceneObject(name, class_id, mask, corners, mask_hbox(mask), angle)
     return None
 
 

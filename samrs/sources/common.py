@@ -17,16 +17,20 @@ from samrs.classes import SubsetClasses, normalize_name
 from samrs.geometry import clip_polygon, hbox_of, polygon_area
 from samrs.sources.base import Problem, Report, SourceItem
 from samrs.sources.records import ObjectRecord
+from samrs.sources.xmlfile import XmlDoc, XmlError, parse_xml
 from samrs.utils.io import image_size
 
 Split = str | Sequence[str] | None
 
 
+def split_names(split: Split) -> list[str]:
+    """The selected split(s) as a list: one name, several, or none."""
+    return [] if not split else [split] if isinstance(split, str) else list(split)
+
+
 def split_dirs(root: Path, split: Split) -> list[Path]:
     """The folders of the selected split(s): root/split for each; root itself when split is empty."""
-    if not split:
-        return [root]
-    return [root / s for s in ([split] if isinstance(split, str) else split)]
+    return [root / s for s in split_names(split)] or [root]
 
 
 def require_dir(path: Path, what: str) -> Path:
@@ -52,14 +56,16 @@ def list_files(folder: Path, suffixes: Iterable[str]) -> dict[str, Path]:
     return out
 
 
-def read_name_list(path: Path) -> dict[str, int]:
-    """Image names of a split file (one per line, blank lines ignored) -> their line numbers."""
-    names: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
-        name = line.strip()
-        if name:
-            names.setdefault(name, number)
-    return names
+def read_split_files(paths: Iterable[Path], dataset: str) -> dict[str, tuple[Path, int]]:
+    """Image names listed in split files (one per line, blank lines ignored) -> (file, line)."""
+    listed: dict[str, tuple[Path, int]] = {}
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: {dataset} split file not found (check the source's split)")
+        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+            if line.strip():
+                listed.setdefault(line.strip(), (path, number))
+    return listed
 
 
 def pair_files(
@@ -68,11 +74,10 @@ def pair_files(
     images_dir: Path,
     annotations_dir: Path,
     report: Report,
-    listed: dict[str, int] | None = None,
-    listed_in: Path | None = None,
+    listed: dict[str, tuple[Path, int]] | None = None,
 ) -> list[SourceItem]:
     """Items for the names having both an image and an annotation, sorted; every unpaired name is
-    reported. With `listed` (a split file's names), only those names are considered."""
+    reported. With `listed` (names of split files), only those names are considered."""
     names = sorted(listed) if listed is not None else sorted(images.keys() | annotations.keys())
     items = []
     for name in names:
@@ -84,9 +89,25 @@ def pair_files(
         elif image is not None:
             report(Problem(str(image), None, "missing_annotation", f"no annotation for {name} in {annotations_dir}"))
         else:
-            report(Problem(str(listed_in), listed[name], "missing_image",
+            path, line = listed[name]
+            report(Problem(str(path), line, "missing_image",
                            f"{name} is listed but has neither image in {images_dir} nor annotation in {annotations_dir}"))
     return items
+
+
+def split_items(
+    root: Path, split: Split, images_dir: str, annotations_dir: str, image_suffixes: Iterable[str],
+    annotation_suffixes: Iterable[str], dataset: str, report: Report,
+) -> list[SourceItem]:
+    """The paired items of <root>/<split>/<images_dir> and <root>/<split>/<annotations_dir>, over
+    every selected split (the DOTA and FAIR1M layouts)."""
+    items = []
+    for folder in split_dirs(root, split):
+        images = require_dir(folder / images_dir, f"{dataset} images")
+        annotations = require_dir(folder / annotations_dir, f"{dataset} {annotations_dir}")
+        items += pair_files(list_files(images, image_suffixes), list_files(annotations, annotation_suffixes),
+                            images, annotations, report)
+    return unique_items(items)
 
 
 def unique_items(items: list[SourceItem]) -> list[SourceItem]:
@@ -97,6 +118,19 @@ def unique_items(items: list[SourceItem]) -> list[SourceItem]:
         if a.name == b.name:
             raise ValueError(f"image name {a.name} occurs twice: {a.image_path} and {b.image_path}")
     return items
+
+
+def open_xml(item: SourceItem, width_path: str, height_path: str, report: Report) -> tuple[XmlDoc, tuple[int, int]] | None:
+    """The item's parsed XML annotation and checked image size (see checked_size); None (reported)
+    when the XML does not parse or the image header cannot be read."""
+    try:
+        doc = parse_xml(item.annotation_path)
+    except XmlError as err:
+        report(Problem(str(item.annotation_path), err.line, "malformed_xml", str(err)))
+        return None
+    size = checked_size(item.image_path, doc.size(width_path, height_path), item.annotation_path,
+                        doc.line(doc.root.find(width_path)), report)
+    return None if size is None else (doc, size)
 
 
 def checked_size(
@@ -136,9 +170,28 @@ class ObjectChecker:
     def __post_init__(self) -> None:
         self._known = frozenset(normalize_name(n) for n in self.source_names or ())
 
-    def make(
+    def make(self, name: str, corners: np.ndarray, line: int | None, hbox: np.ndarray | None = None,
+             **fields: Any) -> ObjectRecord | None:
+        """The object, or None (reported) for an unknown class, a degenerate box or a box wholly
+        outside the image; see `check` and `place` (which takes `fields`)."""
+        class_id = self.check(name, corners, line, hbox)
+        if class_id is None:
+            return None
+        return self.place(name, class_id, corners, line, hbox, **fields)
+
+    def check(self, name: str, corners: np.ndarray, line: int | None, hbox: np.ndarray | None = None) -> int | None:
+        """The subset id of a usable box; None (reported) for an unknown class or a degenerate box."""
+        class_id = self._class_id(name, line)
+        corners = np.asarray(corners, dtype=np.float64).reshape(4, 2)
+        box = hbox_of(corners) if hbox is None else np.asarray(hbox, dtype=np.float64)
+        if class_id is None or not self._usable(corners, box, line):
+            return None
+        return class_id
+
+    def place(
         self,
         name: str,
+        class_id: int,
         corners: np.ndarray,
         line: int | None,
         hbox: np.ndarray | None = None,
@@ -146,14 +199,11 @@ class ObjectChecker:
         truncated: bool = False,
         extras: dict[str, Any] | None = None,
     ) -> ObjectRecord | None:
-        """The object, or None (reported) for an unknown class, a degenerate box or a box wholly
-        outside the image. A box partly outside is clipped: `polygon` is the visible part and
-        `hbox` is clipped to the image; `corners` stay as the file gives them."""
-        class_id = self._class_id(name, line)
+        """A checked box as an object in the image. A box partly outside is clipped: `polygon` is
+        the visible part and `hbox` is clipped to the image; `corners` stay as the file gives them.
+        A box wholly outside is dropped (reported)."""
         corners = np.asarray(corners, dtype=np.float64).reshape(4, 2)
         box = hbox_of(corners) if hbox is None else np.asarray(hbox, dtype=np.float64)
-        if class_id is None or not self._usable(corners, box, line):
-            return None
         polygon = None
         if not self._inside(corners, box):
             polygon = clip_polygon(corners, 0, 0, self.width, self.height)

@@ -15,9 +15,7 @@ import numpy as np
 
 from samrs.classes import DOTA_CLASSES, SubsetClasses
 from samrs.sources.base import Problem, Report, Source, SourceItem
-from samrs.sources.common import (
-    ObjectChecker, Split, checked_size, list_files, pair_files, require_dir, split_dirs, unique_items,
-)
+from samrs.sources.common import ObjectChecker, Split, checked_size, split_items
 from samrs.sources.records import ImageRecord, ObjectRecord
 
 HEADER_KEYS = ("imagesource", "gsd")
@@ -50,13 +48,8 @@ class DotaSource(Source):
         self.min_box_area = min_box_area
 
     def items(self, report: Report) -> list[SourceItem]:
-        items = []
-        for folder in split_dirs(self.root, self.split):
-            images_dir = require_dir(folder / self.images_dir, "DOTA images")
-            labels_dir = require_dir(folder / self.labels_dir, "DOTA labelTxt")
-            items += pair_files(list_files(images_dir, self.image_suffixes),
-                                list_files(labels_dir, [self.label_suffix]), images_dir, labels_dir, report)
-        return unique_items(items)
+        return split_items(self.root, self.split, self.images_dir, self.labels_dir, self.image_suffixes,
+                           [self.label_suffix], "DOTA", report)
 
     def read(self, item: SourceItem, report: Report) -> ImageRecord | None:
         size = checked_size(item.image_path, None, item.annotation_path, None, report)

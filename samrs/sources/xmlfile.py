@@ -27,8 +27,8 @@ class XmlDoc:
         self.root = root
         self._lines = lines
 
-    def line(self, element: ET.Element) -> int | None:
-        return self._lines.get(id(element))
+    def line(self, element: ET.Element | None) -> int | None:
+        return None if element is None else self._lines.get(id(element))
 
     def text(self, parent: ET.Element, path: str, default: str | None = None) -> str:
         """Stripped text of the child at `path`; XmlError when it is missing or empty and no

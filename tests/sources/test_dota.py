@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samrs.classes import subset_classes
+from samrs.classes import DOTA_CLASSES, subset_classes
 from samrs.geometry import hbox_of, mask_hbox, polygon_area
 from samrs.sources.base import BadInputError, raise_problem
-from samrs.sources.dota import DotaSource
+from samrs.sources.common import ObjectChecker
+from samrs.sources.dota import DotaSource, parse_label_lines, read_text_lines
+from samrs.utils.io import image_size, read_rgb
 
 SOTA = subset_classes("sota")
 
@@ -196,3 +198,25 @@ def _dataset(root: Path, labels: dict[str, str | bytes], size=(100, 80)) -> Path
         path = root / f"train/labelTxt/{name}.txt"
         path.write_bytes(text if isinstance(text, bytes) else text.encode())
     return root
+
+
+@pytest.mark.parametrize("name", ["P0770", "P1088", "P1234", "P2598", "P2709"])
+def test_label_files_without_images_parse(samples_dir, problems, name):
+    """The devkit's five label files whose images the snapshot lacks: parsed against an image large
+    enough for any of their boxes, every line is an object of its class."""
+    path = samples_dir / "dota_devkit/example/labelTxt" / f"{name}.txt"
+    checker = ObjectChecker(SOTA, 10**5, 10**5, path, problems, source_names=DOTA_CLASSES["1.0"], source_label="DOTA v1.0")
+    header, objects = parse_label_lines(read_text_lines(path, problems), checker, truncated_difficulty=2)
+    assert set(header) == {"imagesource", "gsd"} and isinstance(header["gsd"], float)
+    assert Counter(o.name for o in objects) == Counter(f[8] for f in file_objects(path))
+    assert problems == []
+
+
+def test_every_sample_image_reads_as_rgb(samples_dir):
+    """Every image of the detection samples (RGB and RGBA png, jpg): 8-bit RGB of its header's size."""
+    folders = ("dota_devkit", "dota_devkit_yolo", "isaid_devkit", "mmrotate")
+    paths = [p for folder in folders for p in sorted((samples_dir / folder).rglob("*")) if p.suffix in (".png", ".jpg")]
+    assert len(paths) == 13
+    for path in paths:
+        image = read_rgb(path)
+        assert image.dtype == np.uint8 and image.shape == (*image_size(path)[::-1], 3)
