@@ -40,7 +40,12 @@ class InstanceMask:
 
 
 class Labeler(Protocol):
-    """Turns images and their objects into instance masks; batched so models can be efficient."""
+    """Turns images and their objects into instance masks; batched so models can be efficient.
+
+    A labeler may also define `describe() -> dict` (e.g. prompt, model, checkpoint hash: what decides
+    its masks, no file paths). The label job writes it into meta.json, and a resumed run must
+    describe itself the same way. Without it, meta.json gets `"prompt": null`.
+    """
 
     name: str
 

@@ -19,7 +19,8 @@ from samrs.sources.dota import DotaSource
 from samrs.sources.tiling import Tiling
 
 HERE = Path(__file__).resolve().parent
-# Six 300 x 500 scenes cut into 256-px tiles with a 56-px gap: 6 tiles each, objects cut by tiles.
+# Six 300 x 500 scenes (and one without objects, see conftest) cut into 256-px tiles with a 56-px
+# gap: 6 tiles each, objects cut by tiles.
 DOTA_SCENES = dict(count=6, size=(300, 500), seed=2, num_objects=(3, 6))
 TILING = Tiling(size=256, gap=56, min_visible=0.3)
 # The same tiling as command-line overrides.

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from labeljob_helpers import (
     TILING, RecordingLabeler, dota_source, expected_tiles, instances, mtimes, recorded, run_job,
 )
@@ -17,8 +18,9 @@ from samrs.geometry import rasterize_polygon
 from samrs.labeling.fill import BoxFillLabeler, box_corners
 from samrs.labeling.job import UsageError
 from samrs.labeling.overlap import colorize
-from samrs.labeling.rle import rle_to_mask
 from samrs.label import label
+from samrs.labeling.rle import rle_to_mask
+from samrs.scenes.formats import write_format
 from samrs.utils.hydra import config_dir
 from samrs.utils.io import read_label, read_rgb
 
@@ -41,7 +43,7 @@ def labeled(dota_root, tmp_path_factory) -> tuple[Path, dict]:
 def test_writes_the_subset_as_designed(dota_root, labeled):
     out, meta = labeled
     tiles = expected_tiles(dota_source(dota_root), TILING)
-    assert len(tiles) == 36
+    assert len(tiles) == 42  # 7 source images, 6 tiles each
     names = sorted(tiles)
     for folder in ("images", "labels", "color"):
         assert sorted(p.stem for p in (out / folder).glob("*.png")) == names
@@ -72,13 +74,13 @@ def test_writes_the_subset_as_designed(dota_root, labeled):
     assert meta == json.loads((out / "meta.json").read_text())
     assert meta["source"] == "dota" and meta["labeler"] == "polygon_fill" and meta["prompt"] is None
     assert meta["subset"] == "sota" and meta["samrs_version"] and meta["tiling"]["size"] == 256
-    assert meta["counts"]["images"] == 36 and meta["counts"]["instances"] == len(coco["annotations"])
+    assert meta["counts"]["images"] == 42 and meta["counts"]["instances"] == len(coco["annotations"])
     train = (out / "train.txt").read_text().split()
     val = (out / "val.txt").read_text().split()
     assert sorted(train + val) == names and val
 
     report = json.loads((out / "report.json").read_text())
-    assert report["counts"]["images"] == 36 and report["counts"]["source_items"] == 6
+    assert report["counts"]["images"] == 42 and report["counts"]["source_items"] == 7
     empty = [n for n, t in tiles.items() if not t.objects]
     assert report["counts"]["empty_images"] == len(empty) == meta["counts"]["empty_images"]
     reported = [p["message"].split(":")[0] for p in report["problems"] if p["kind"] == "empty_image"]
@@ -111,7 +113,7 @@ def test_resume_labels_only_what_is_missing(dota_root, labeled, tmp_path):
         assert complete and all(after[folder][n] == t for n, t in complete.items()), f"{folder}: rewritten"
     coco = instances(out)
     files = [i["file_name"] for i in coco["images"]]
-    assert len(files) == len(set(files)) == 36
+    assert len(files) == len(set(files)) == 42
     assert coco == instances(done)  # the same subset as a run that was never interrupted
     assert json.loads((out / "report.json").read_text()) == json.loads((done / "report.json").read_text())
 
@@ -121,7 +123,7 @@ def test_keep_empty_false_drops_images_without_objects(dota_root, tmp_path):
     meta = run_job(dota_source(dota_root), out, keep_empty=False)
     tiles = expected_tiles(dota_source(dota_root), TILING)
     empty = {n for n, t in tiles.items() if not t.objects}
-    assert empty and meta["counts"]["images"] == 36 - len(empty) and meta["counts"]["empty_images"] == 0
+    assert empty and meta["counts"]["images"] == 42 - len(empty) and meta["counts"]["empty_images"] == 0
     assert {p.stem for p in (out / "images").iterdir()} == set(tiles) - empty
     report = json.loads((out / "report.json").read_text())
     assert report["counts"]["by_kind"]["empty_image"] == {"dropped": len(empty)}
@@ -167,3 +169,36 @@ def test_output_dir_is_required(dota_root):
     cfg = compose_label(["source=dota", f"source.root={dota_root}", "labeler=polygon_fill"])
     with pytest.raises(UsageError, match="output_dir is required"):
         label(cfg)
+
+
+# Each other source through its own config (tiling picked by the source's name), on generated data.
+OTHER_SOURCES = {
+    "fair1m": dict(size=700, tile=600, overrides=[]),  # FAIR1M -> FAST: 600-px tiles
+    "dior": dict(size=320, tile=None, overrides=["source.split=null"]),  # DIOR -> SIOR: whole images
+    "hrsc2016": dict(size=320, tile=None, overrides=["source.split=null"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_SOURCES))
+def test_every_source_labels_through_its_config(name, tmp_path):
+    spec = OTHER_SOURCES[name]
+    root = write_format(name, tmp_path / name, count=4, size=spec["size"], seed=3, num_objects=(3, 6))
+    out = tmp_path / "out"
+    cfg = compose_label([f"source={name}", f"source.root={root}", "labeler=polygon_fill", f"output_dir={out}",
+                         "num_workers=0", "progress=false", "trainer.accelerator=cpu", "trainer.devices=1",
+                         f"paths.output_dir={tmp_path / 'run'}", *spec["overrides"]])
+    assert cfg.tiling.size == spec["tile"]
+    if name == "fair1m":  # one annotation cut short: reported with its line, the rest labeled
+        xml = root / "train" / "labelXml" / "1.xml"
+        xml.write_text(xml.read_text()[:1500])
+    meta = label(cfg)
+    source = instantiate(cfg.source)
+    tiles = expected_tiles(source, instantiate(cfg.tiling))
+    assert meta["counts"]["images"] == len(tiles) >= 4 and meta["subset"] == source.classes.name
+    for tile_name, tile in tiles.items():
+        np.testing.assert_array_equal(read_label(out / "labels" / f"{tile_name}.png"), painted(tile))
+    problems = json.loads((out / "report.json").read_text())["problems"]
+    if name == "fair1m":
+        (bad,) = [p for p in problems if p["kind"] == "malformed_xml"]
+        assert Path(bad["path"]).name == "1.xml" and bad["line"] > 1
+        assert not any(n.startswith("1__") for n in tiles)
