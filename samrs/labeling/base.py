@@ -42,9 +42,10 @@ class InstanceMask:
 class Labeler(Protocol):
     """Turns images and their objects into instance masks; batched so models can be efficient.
 
-    A labeler may also define `describe() -> dict` (e.g. prompt, model, checkpoint hash: what decides
-    its masks, no file paths). The label job writes it into meta.json, and a resumed run must
-    describe itself the same way. Without it, meta.json gets `"prompt": null`.
+    A labeler may also have a `meta` dict (property or method: prompt, model, checkpoint hash,
+    settings). The label job writes it into meta.json, and a resumed run must show the same values
+    (but for the few that leave masks alone, `samrs.labeling.job.NOT_DECIDING`). Without it,
+    meta.json gets `"prompt": null`.
     """
 
     name: str

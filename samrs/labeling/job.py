@@ -47,6 +47,9 @@ from samrs.sources.tiling import Tiling
 from samrs.utils.io import read_rgb, remove_partial_files, write_json
 
 SETTINGS_FILE = ".samrs_run.json"
+# Labeler meta that a resumed run may change: where the checkpoint file lies and how many prompts or
+# images go through the model at once (e.g. smaller after running out of memory) leave masks alone.
+NOT_DECIDING = ("checkpoint", "chunk_size", "encoder_batch_size")
 
 
 class UsageError(ValueError):
@@ -162,7 +165,13 @@ class LabelingModule(L.LightningModule):
     def predict_step(self, batch: LabelBatch) -> list[list[InstanceMask]]:
         if batch.fatal is not None:
             raise BadInputError(batch.fatal)
-        return self.labeler.label(batch.images, batch.records) if batch.pairs else []
+        if not batch.pairs:
+            return []
+        masks = self.labeler.label(batch.images, batch.records)
+        if len(masks) != len(batch.pairs):  # an image left out would silently never be written
+            raise RuntimeError(f"labeler {self.labeler.name} returned {len(masks)} mask lists for "
+                               f"{len(batch.pairs)} images")
+        return masks
 
     def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
         return batch
@@ -210,11 +219,11 @@ class SubsetPredictionWriter(BasePredictionWriter):
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.strategy.barrier("samrs_label_finalize")
         if trainer.is_global_zero:
-            self.finalize()
+            self.finalize(labeler_meta(pl_module.labeler))  # now, on its device: e.g. the precision it ran in
 
-    def finalize(self) -> dict[str, Any]:
+    def finalize(self, labeler: dict[str, Any]) -> dict[str, Any]:
         """Merge the subset, write report.json, print the summary; returns meta.json's content."""
-        meta = self.writer.finalize(self.meta)
+        meta = self.writer.finalize({**self.meta, **labeler})
         problems = self.listing_problems + self.store.load(self.item_names)
         report = make_report(problems, meta["counts"], len(self.item_names), self.strict)
         write_json(self.writer.root / "report.json", report)
@@ -284,6 +293,13 @@ class LabelProgressBar(ProgressBar):
             self._progress = None
 
 
+def labeler_meta(labeler: Labeler) -> dict[str, Any]:
+    """The labeler's name and prompt, and what it says of itself (its `meta`: model, checkpoint
+    hash, prompt, engine settings)."""
+    meta = getattr(labeler, "meta", None)
+    return {"labeler": labeler.name, "prompt": None, **((meta() if callable(meta) else meta) or {})}
+
+
 def check_settings(output_dir: Path, settings: dict[str, Any]) -> None:
     """A resumed run must label as the first one did: compare with the settings stored there."""
     settings = json.loads(json.dumps(settings))  # tuples and numbers as JSON gives them back
@@ -335,12 +351,11 @@ def run_labeling(
     root = Path(output_dir)
     tiling = tiling or Tiling()
     writer = SubsetWriter(root, source.classes, overlap=overlap, write_color=write_color, val_fraction=val_fraction)
-    # A labeler may describe itself (prompt, model, checkpoint hash): what decides its masks.
-    described = labeler.describe() if hasattr(labeler, "describe") else {"prompt": None}
-    settings = {"source": source.name, "subset": source.classes.name, "labeler": labeler.name, **described,
-                "tiling": asdict(tiling), "overlap": overlap, "write_color": write_color}
-    meta = {"source": source.name, "source_root": str(source.root), "labeler": labeler.name, **described,
-            "tiling": asdict(tiling), "keep_empty": keep_empty}
+    deciding = {k: v for k, v in labeler_meta(labeler).items() if k not in NOT_DECIDING}
+    settings = {"source": source.name, "subset": source.classes.name, **deciding, "tiling": asdict(tiling),
+                "overlap": overlap, "write_color": write_color}
+    meta = {"source": source.name, "source_root": str(source.root), "tiling": asdict(tiling),
+            "keep_empty": keep_empty}
     listing_problems: list[Problem] = []
     items = source.items(raise_problem if strict else listing_problems.append)
     check_settings(root, settings)
