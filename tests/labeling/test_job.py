@@ -15,7 +15,7 @@ from labeljob_helpers import (
 
 from samrs.classes import subset_classes
 from samrs.geometry import rasterize_polygon
-from samrs.labeling.fill import BoxFillLabeler, box_corners
+from samrs.labeling.fill import BoxFillLabeler, PolygonFillLabeler, box_corners
 from samrs.labeling.job import UsageError
 from samrs.labeling.overlap import colorize
 from samrs.label import label
@@ -202,3 +202,25 @@ def test_every_source_labels_through_its_config(name, tmp_path):
         (bad,) = [p for p in problems if p["kind"] == "malformed_xml"]
         assert Path(bad["path"]).name == "1.xml" and bad["line"] > 1
         assert not any(n.startswith("1__") for n in tiles)
+
+
+class DescribedLabeler(PolygonFillLabeler):
+    """polygon_fill with a `meta` as SamLabeler has one."""
+
+    name = "described"
+
+    def __init__(self, **meta) -> None:
+        self.meta = {"labeler": "described", "prompt": "hbox", "model_type": "vit_b", "sha256": "ab",
+                     "checkpoint": "/ckpt/a.pth", "chunk_size": 64, **meta}
+
+
+def test_labeler_meta_goes_to_meta_json_and_decides_what_a_resume_may_change(dota_root, tmp_path):
+    out = tmp_path / "sota"
+    meta = run_job(dota_source(dota_root), out, labeler=DescribedLabeler())
+    assert (meta["labeler"], meta["prompt"], meta["model_type"], meta["sha256"]) == ("described", "hbox", "vit_b", "ab")
+    # the checkpoint moved and smaller chunks after running out of memory: the same masks
+    again = run_job(dota_source(dota_root), out, labeler=DescribedLabeler(checkpoint="/new/a.pth", chunk_size=8))
+    assert again["chunk_size"] == 8 and again["counts"] == meta["counts"]
+    for change in (dict(prompt="rhbox"), dict(sha256="cd"), dict(model_type="vit_h")):
+        with pytest.raises(UsageError, match=next(iter(change))):
+            run_job(dota_source(dota_root), out, labeler=DescribedLabeler(**change))
