@@ -40,7 +40,13 @@ class InstanceMask:
 
 
 class Labeler(Protocol):
-    """Turns images and their objects into instance masks; batched so models can be efficient."""
+    """Turns images and their objects into instance masks; batched so models can be efficient.
+
+    A labeler may also have a `meta` dict (property or method: prompt, model, checkpoint hash,
+    settings). The label job writes it into meta.json, and a resumed run must show the same values
+    (but for the few that leave masks alone, `samrs.labeling.job.NOT_DECIDING`). Without it,
+    meta.json gets `"prompt": null`.
+    """
 
     name: str
 

@@ -99,8 +99,12 @@ class SubsetWriter:
         instances: Sequence[InstanceMask],
         rboxes: Sequence[np.ndarray | None] | None = None,
         image_extras: dict[str, Any] | None = None,
+        annotation_extras: Sequence[dict[str, Any]] | None = None,
     ) -> np.ndarray:
-        """Write one image and its instances; returns the label map. The part file goes last."""
+        """Write one image and its instances; returns the label map. The part file goes last.
+
+        `rboxes` and `annotation_extras` (fields added to each COCO annotation) follow `instances`.
+        """
         height, width = image.shape[:2]
         label = paint_label_map(instances, height, width, self.overlap)
         write_png(self.root / "images" / f"{name}.png", image)
@@ -108,9 +112,11 @@ class SubsetWriter:
         if self.write_color:
             write_png(self.root / "color" / f"{name}.png", colorize(label, self.classes.palette))
         rboxes = rboxes if rboxes is not None else [None] * len(instances)
+        extras = annotation_extras if annotation_extras is not None else [{}] * len(instances)
         part = {
             "image": {"file_name": f"images/{name}.png", "width": width, "height": height, **(image_extras or {})},
-            "annotations": [annotation_entry(i, height, width, r) for i, r in zip(instances, rboxes) if i.mask.any()],
+            "annotations": [{**annotation_entry(i, height, width, r), **e}
+                            for i, r, e in zip(instances, rboxes, extras) if i.mask.any()],
         }
         write_json(self.parts / f"{name}.json", part, indent=None)
         return label
@@ -120,9 +126,11 @@ class SubsetWriter:
         names = sorted(self.done_names())
         images, annotations = [], []
         per_class = np.zeros(self.classes.num_classes, dtype=np.int64)
+        empty = 0
         for image_id, name in enumerate(names, start=1):
             part = json.loads((self.parts / f"{name}.json").read_text())
             images.append({"id": image_id, **part["image"]})
+            empty += not part["annotations"]
             for ann in part["annotations"]:
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann})
                 per_class[ann["category_id"]] += 1
@@ -135,6 +143,7 @@ class SubsetWriter:
         counts = {
             "images": len(names),
             "instances": len(annotations),
+            "empty_images": empty,
             "train_images": len(splits["train"]),
             "val_images": len(splits["val"]),
             "instances_per_class": {n: int(c) for n, c in zip(self.classes.names, per_class)},
@@ -145,6 +154,7 @@ class SubsetWriter:
             "palette": [list(c) for c in self.classes.palette],
             "ignore_index": 255,
             "overlap": self.overlap,
+            "write_color": self.write_color,
             "val_fraction": self.val_fraction,
             "samrs_version": samrs.__version__,
             **(meta or {}),

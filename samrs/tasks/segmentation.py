@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from samrs.classes import IGNORE_INDEX
@@ -29,6 +30,11 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmu
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [lambda s, lr=lr: factor(s, lr) for lr in base])
 
 
+def _plain(cfg: Any) -> Any:
+    """Hydra configs as plain containers: checkpoints then load with torch's weights_only unpickler."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig | ListConfig) else cfg
+
+
 class SegmentationTask(L.LightningModule):
     """Loss = sum over subsets of cross-entropy (ignore 255); mIoU per subset and their mean."""
 
@@ -41,8 +47,12 @@ class SegmentationTask(L.LightningModule):
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"], logger=False)
+        scheduler, class_names = _plain(scheduler), _plain(class_names)
+        # Objects (net, optimizer factory) stay out of the checkpoint's hyper-parameters, so resuming
+        # loads it with torch's weights_only unpickler; the run config is stored separately.
+        self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
         self.net = net
+        self.optimizer_factory = optimizer
         self.subsets = list(net.num_classes)
         self.class_names = {k: list(v) for k, v in (class_names or {}).items()}
         self.val_metrics = nn.ModuleDict({k: SegmentationMetrics(n, ignore_index) for k, n in net.num_classes.items()})
@@ -88,7 +98,7 @@ class SegmentationTask(L.LightningModule):
             checkpoint["samrs_config"] = self.run_config
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.hparams.optimizer(params=[p for p in self.parameters() if p.requires_grad])
+        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
         sched_cfg = dict(self.hparams.scheduler or {})
         if not sched_cfg:
             return {"optimizer": optimizer}

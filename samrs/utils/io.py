@@ -14,10 +14,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+# mkstemp creates files readable by their owner only; written files get the usual mode instead.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 @contextmanager
@@ -33,11 +35,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_partial_files(directory: str | os.PathLike) -> int:
+    """Delete the temporary files of `atomic_path` writes that a kill -9 cut short, anywhere under
+    `directory`; returns how many there were. Run it only while nothing writes there."""
+    removed = 0
+    for path in Path(directory).rglob(".*.tmp*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:

@@ -21,7 +21,7 @@ PRIMARY = [p.stem for p in sorted(CONF.glob("*.yaml"))]
 # Values a primary config requires from the user (`???`), given so that composing can resolve.
 REQUIRED = {
     "evaluate": ["ckpt_path=/nonexistent/run"],
-    "label": ["source.root=/nonexistent", "output_dir=/nonexistent/out"],
+    "label": ["source=dota", "labeler=polygon_fill", "source.root=/nonexistent", "output_dir=/nonexistent/out"],
 }
 SKIP_GROUPS = {"hydra", "local"}
 
@@ -53,7 +53,9 @@ def _options() -> list[tuple[str, str, str]]:
 def _compose(primary: str, overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(primary, overrides=REQUIRED.get(primary, []) + overrides, return_hydra_config=True)
+        chosen = {o.split("=")[0] for o in overrides}
+        required = [r for r in REQUIRED.get(primary, []) if r.split("=")[0] not in chosen]
+        cfg = compose(primary, overrides=required + overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("hydra")

@@ -14,8 +14,9 @@ import torch
 
 # Small generated data and one epoch keep each run to seconds.
 SMALL = ["experiment=demo", "data.generate.count=10", "data.generate.size=64", "data.train_transform.crop_size=64",
-         "data.val_transform.crop_size=64", "data.batch_size=6", "trainer.max_epochs=1",
-         "callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "extras.print_config=false"]
+         "data.val_transform.crop_size=64", "data.batch_size=6", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
+         "extras.print_config=false"]
+QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
 
 
 def run(job: str, args: list[str], root: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -46,7 +47,7 @@ def _metrics_rows(run_dir: Path) -> list[dict]:
 @pytest.mark.slow
 def test_train_checkpoints_resume_and_evaluate(tmp_path):
     run_dir = tmp_path / "logs/train/demo"
-    first = run("train", SMALL, tmp_path)
+    first = run("train", SMALL + QUIET, tmp_path)
     ckpts = run_dir / "checkpoints"
     assert (ckpts / "last.ckpt").is_file() and list(ckpts.glob("best_*.ckpt"))
     assert "best checkpoint:" in first.stdout + first.stderr
@@ -56,12 +57,12 @@ def test_train_checkpoints_resume_and_evaluate(tmp_path):
     step1 = torch.load(ckpts / "last.ckpt", weights_only=False)["global_step"]
 
     # Resume: the same command with ckpt_path=last continues from the saved step.
-    run("train", [*SMALL, "ckpt_path=last", "trainer.max_epochs=2"], tmp_path)
+    run("train", [*SMALL, *QUIET, "ckpt_path=last", "trainer.max_epochs=2"], tmp_path)
     state = torch.load(ckpts / "last.ckpt", weights_only=False)
     assert state["global_step"] == 2 * step1 and state["epoch"] == 1
 
     # A fresh run of the same name keeps the earlier checkpoints aside.
-    run("train", SMALL, tmp_path)
+    run("train", SMALL + QUIET, tmp_path)
     kept = list(run_dir.glob("checkpoints-*/last.ckpt"))
     assert kept and torch.load(kept[0], weights_only=False)["global_step"] == 2 * step1
 

@@ -1,0 +1,67 @@
+"""Label a detection dataset into a SAMRS-format subset: python -m samrs.label source=NAME
+source.root=DIR labeler=NAME output_dir=DIR [overrides]. See docs/labeling.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from samrs.labeling.job import UsageError, run_labeling
+from samrs.sources.base import BadInputError
+from samrs.sources.tiling import Tiling
+from samrs.utils.hydra import samrs_main
+from samrs.utils.runs import apply_extras
+
+
+def required_output_dir(cfg: DictConfig) -> Path:
+    if OmegaConf.is_missing(cfg, "output_dir") or not cfg.output_dir:
+        raise UsageError(
+            "output_dir is required: the directory the subset is written to, e.g. "
+            "python -m samrs.label source=dota source.root=data/DOTA labeler=polygon_fill output_dir=data/sota"
+        )
+    return Path(cfg.output_dir)
+
+
+def label(cfg: DictConfig) -> dict[str, Any] | None:
+    """Instantiate source, labeler and tiling from `cfg` and label; returns meta.json on rank zero."""
+    output_dir = required_output_dir(cfg)
+    source = hydra.utils.instantiate(cfg.source)
+    labeler = hydra.utils.instantiate(cfg.labeler)
+    tiling = hydra.utils.instantiate(cfg.tiling) if cfg.get("tiling") else Tiling()
+    return run_labeling(
+        source,
+        labeler,
+        output_dir,
+        tiling=tiling,
+        overlap=cfg.overlap,
+        write_color=cfg.write_color,
+        val_fraction=cfg.val_fraction,
+        keep_empty=cfg.keep_empty,
+        strict=cfg.strict,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        progress=cfg.progress,
+        make_trainer=hydra.utils.instantiate(cfg.trainer, _partial_=True),
+    )
+
+
+@samrs_main("label")
+def main(cfg: DictConfig) -> None:
+    apply_extras(cfg)
+    try:
+        label(cfg)
+    except BadInputError as err:
+        print(f"strict=true: stopped at the first bad input:\n{err}", file=sys.stderr)
+        sys.exit(1)
+    except UsageError as err:
+        print(err, file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

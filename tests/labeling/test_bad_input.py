@@ -1,0 +1,118 @@
+"""Bad input reaches report.json and the summary (file, line, what was done); strict stops."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from labeljob_helpers import dota_source, instances, run_job
+
+from samrs.sources.base import BadInputError
+from samrs.sources.tiling import Tiling
+from samrs.utils.io import read_label, write_png, write_text
+
+GOOD = "10 10 40 10 40 40 10 40 plane 0"
+LABELS = {
+    "P0000": ["imagesource:GoogleEarth", "gsd:0.5",
+              GOOD,  # line 3
+              "10 10 40 10 40",  # 4: malformed
+              "50 50 80 50 80 80 50 80 spaceship 0",  # 5: unknown class
+              "20 20 20 20 20 20 20 20 ship 0",  # 6: degenerate
+              "90 60 120 60 120 90 90 90 ship 0",  # 7: partly outside: clipped
+              "200 200 220 200 220 220 200 220 ship 0"],  # 8: wholly outside: dropped
+    "P0001": [GOOD],  # no image
+    "P0003": [GOOD],  # the image is truncated: its header reads, its pixels do not decode
+    "P0004": ["imagesource:GoogleEarth", "gsd:0.5"],  # no object
+}
+EXPECTED = {  # (kind, file, line, action)
+    ("malformed_line", "P0000.txt", 4, "skipped"),
+    ("unknown_class", "P0000.txt", 5, "skipped"),
+    ("degenerate_box", "P0000.txt", 6, "skipped"),
+    ("out_of_image_box", "P0000.txt", 7, "clipped"),
+    ("out_of_image_box", "P0000.txt", 8, "dropped"),
+    ("missing_image", "P0001.txt", None, "skipped"),
+    ("missing_annotation", "P0002.png", None, "skipped"),
+    ("unreadable_image", "P0003.png", None, "skipped"),
+    ("empty_image", "P0004.png", None, "kept"),
+}
+
+
+def write_messy_dota(root: Path, names=("P0000", "P0001", "P0002", "P0003", "P0004")) -> Path:
+    split = root / "train"
+    image = np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8)
+    for name in names:
+        if name != "P0001":
+            write_png(split / "images" / f"{name}.png", image)
+        if name in LABELS:
+            write_text(split / "labelTxt" / f"{name}.txt", "\n".join(LABELS[name]) + "\n")
+    if "P0003" in names:
+        png = split / "images" / "P0003.png"
+        png.write_bytes(png.read_bytes()[:2000])
+    return root
+
+
+def found(report: dict) -> set:
+    return {(p["kind"], Path(p["path"]).name, p["line"], p["action"]) for p in report["problems"]}
+
+
+def test_every_kind_of_bad_input_is_reported_and_skipped(tmp_path, capsys):
+    source = dota_source(write_messy_dota(tmp_path / "DOTA"))
+    out = tmp_path / "out"
+    meta = run_job(source, out, tiling=Tiling())
+    report = json.loads((out / "report.json").read_text())
+    assert found(report) == EXPECTED
+    assert report["counts"]["problems"] == len(EXPECTED)
+    assert report["counts"]["by_kind"]["out_of_image_box"] == {"clipped": 1, "dropped": 1}
+    for p in report["problems"]:
+        assert p["message"]
+    # the good and the clipped box are labeled; the image without objects is kept, all 255
+    assert [Path(i["file_name"]).stem for i in instances(out)["images"]] == ["P0000", "P0004"]
+    label = read_label(out / "labels" / "P0000.png")
+    assert (label[10:40, 10:40] == 4).all() and (label[60:90, 90:100] == 5).all()
+    assert (read_label(out / "labels" / "P0004.png") == 255).all()
+    assert meta["counts"]["empty_images"] == 1 and report["counts"]["empty_images"] == 1
+    printed = capsys.readouterr().out
+    for kind, *_ in EXPECTED:
+        assert f"  {kind}: " in printed
+    assert "problems: 9" in printed and f"output: {out}/" in printed
+
+    # resuming a finished run reads everything again and loses no problem
+    run_job(source, out, tiling=Tiling())
+    assert found(json.loads((out / "report.json").read_text())) == EXPECTED
+
+
+def test_problems_found_at_decode_time_survive_a_resume(tmp_path):
+    root = write_messy_dota(tmp_path / "DOTA", names=("P0003", "P0004"))
+    out = tmp_path / "out"
+    run_job(dota_source(root), out, tiling=Tiling())
+    shutil.rmtree(out / "images")  # the image of P0004 is written again, P0003 is tried again
+    (out / ".samrs_parts" / "P0004.json").unlink()
+    run_job(dota_source(root), out, tiling=Tiling())
+    report = json.loads((out / "report.json").read_text())
+    assert {(k, f) for k, f, *_ in found(report)} == {("unreadable_image", "P0003.png"), ("empty_image", "P0004.png")}
+
+
+@pytest.mark.parametrize(
+    ("names", "kind", "where"),
+    [
+        (("P0000", "P0001"), "missing_image", "P0001.txt"),  # found while listing, before anything runs
+        (("P0000",), "malformed_line", "P0000.txt:4"),  # found while reading
+        (("P0003",), "unreadable_image", "P0003.png"),  # found while decoding
+    ],
+)
+def test_strict_stops_at_the_first_problem(tmp_path, names, kind, where):
+    root = write_messy_dota(tmp_path / "DOTA", names=names)
+    out = tmp_path / "out"
+    with pytest.raises(BadInputError, match=where) as err:
+        run_job(dota_source(root), out, tiling=Tiling(), strict=True)
+    assert err.value.problem.kind == kind
+    assert not (out / "instances.json").exists() and not list(out.glob("images/*"))
+
+
+def test_strict_keeps_going_on_images_without_objects(tmp_path):
+    root = write_messy_dota(tmp_path / "DOTA", names=("P0004",))
+    meta = run_job(dota_source(root), tmp_path / "out", tiling=Tiling(), strict=True)
+    assert meta["counts"]["images"] == 1 and meta["counts"]["empty_images"] == 1
