@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from lightning.pytorch import Callback
-from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from samrs.utils.logging import get_logger
@@ -54,11 +52,15 @@ def instantiate_dict(cfg: DictConfig | None, kind: type) -> list[Any]:
     return out
 
 
-def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+def instantiate_callbacks(cfg: DictConfig | None) -> list:
+    from lightning.pytorch import Callback
+
     return instantiate_dict(cfg, Callback)
 
 
-def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+def instantiate_loggers(cfg: DictConfig | None) -> list:
+    from lightning.pytorch.loggers import Logger
+
     return instantiate_dict(cfg, Logger)
 
 
