@@ -6,8 +6,9 @@ Writes 1024x1024 tiles as a samrs subset (images from the real samples in ../sha
 present, else generated scenes; labels are generated object maps, 255 elsewhere, as SAM labels
 look), then times in the same run, single process and single thread:
 
-- naive: decode the whole PNG and label, then albumentations RandomScale + PadIfNeeded + RandomCrop
-  + flips, rot90, colour jitter, gamma, normalise (the same recipe, `window_first=false`);
+- naive: decode the whole PNG and label (samrs.utils.io, PIL; and OpenCV's decoder as a second
+  baseline), then albumentations RandomScale + PadIfNeeded + RandomCrop + flips, rot90, colour
+  jitter, gamma, normalise (the same recipe, `window_first=false`);
 - window-first on the PNG files: the crop window chosen in source coordinates, the rest unchanged;
 - window-first on the block cache with each codec (png and raw lossless, jpeg lossy).
 
@@ -32,7 +33,7 @@ from samrs.data.blocks import BlockCodec
 from samrs.data.cache import SubsetCache
 from samrs.data.dataset import SegmentationDataset
 from samrs.data.layout import SubsetLayout
-from samrs.data.readers import FileReader
+from samrs.data.readers import ArraySample, FileReader
 from samrs.data.transforms import train_transform, val_transform
 from samrs.scenes.generate import generate_scene
 from samrs.utils.io import read_rgb, write_png, write_text
@@ -74,6 +75,15 @@ def write_subset(root: Path, count: int, samples: Path) -> list[str]:
     return names
 
 
+class Cv2Reader(FileReader):
+    """The naive pipeline with OpenCV's PNG decoder (faster than PIL's on some files)."""
+
+    def open(self, name: str) -> ArraySample:
+        image = cv2.imread(str(self.layout.image_path(self.root, name)), cv2.IMREAD_COLOR)
+        label = cv2.imread(str(self.layout.label_path(self.root, name)), cv2.IMREAD_UNCHANGED)
+        return ArraySample(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), label)
+
+
 def rate(dataset: SegmentationDataset, samples: int) -> float:
     """Samples per second of dataset[i], cycling over the tiles."""
     dataset[0]
@@ -103,6 +113,7 @@ def main() -> None:
         files = FileReader(root, layout, num_classes)
         pipelines = {
             "naive (whole PNG + albumentations)": (files, False),
+            "naive, OpenCV PNG decoder": (Cv2Reader(root, layout, num_classes), False),
             "window-first, PNG files": (files, True),
         }
         print(f"{len(names)} tiles of {SIZE}x{SIZE} ({png_bytes / len(names) / 1e6:.2f} MB PNG each); "

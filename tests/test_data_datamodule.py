@@ -173,3 +173,12 @@ def test_lightning_ddp_keeps_the_sampler_and_ranks_are_disjoint(generated_subset
     assert [r[0] for r in ranks] == ["ProportionalSampler"] * 2
     assert len(ranks[0]) == len(ranks[1]) == 1 + 3 * 3
     assert not set(ranks[0][1:]) & set(ranks[1][1:])
+
+
+def test_release_config_reads_the_official_layout(tmp_path):
+    module = data_module("samrs_release", {}, tmp_path)
+    sota, sior = module.layouts["sota"], module.layouts["sior"]
+    assert (sota.image_dir, sota.label_dir, sota.image_suffix) == ("images", "gray", ".png")
+    assert (sior.image_dir, sior.label_dir, sior.image_suffix) == ("JPEGImages-trainval", "gray", ".jpg")
+    assert dict(sior.split_files) == {"train": "train.txt", "val": "valid.txt"}
+    assert module.root_of("fast") == tmp_path / "SAMRS" / "FAST"

@@ -52,7 +52,7 @@ class BlockCodec:
     """How image blocks are encoded: codec name, block side, PNG level, JPEG quality."""
 
     codec: str = "png"
-    block: int = 128
+    block: int = 64
     png_level: int = 1
     jpeg_quality: int = 95
 

@@ -52,9 +52,11 @@ class SubsetCache:
     @classmethod
     def create(cls, cache_dir: str | Path, subset: str, root: str | Path, layout: SubsetLayout,
                num_classes: int, codec: BlockCodec) -> SubsetCache:
-        """One cache directory per (subset, resolved root, layout), so two roots never share blocks."""
+        """One cache directory per (subset, resolved root, file folders and suffixes): two roots never
+        share blocks, and other split files reuse the same blocks."""
         root = Path(root).resolve()
-        key = hashlib.sha1(json.dumps([str(root), asdict(layout)], sort_keys=True, default=dict).encode())
+        files = [layout.image_dir, layout.label_dir, layout.image_suffix, layout.label_suffix]
+        key = hashlib.sha1(json.dumps([str(root), *files]).encode())
         return cls(Path(cache_dir) / f"{subset}-{key.hexdigest()[:10]}", root, layout, num_classes, codec)
 
     @property

@@ -69,6 +69,7 @@ class MultiSubsetDataset(Dataset):
 
     def __init__(self, datasets: Mapping[str, Dataset]) -> None:
         self.datasets = dict(datasets)
+        self.subsets = list(self.datasets)
         self.offsets = np.cumsum([0] + [len(d) for d in self.datasets.values()]).tolist()
 
     @property
@@ -80,5 +81,5 @@ class MultiSubsetDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         i = bisect.bisect_right(self.offsets, index) - 1
-        subset = list(self.datasets)[i]
+        subset = self.subsets[i]
         return {**self.datasets[subset][index - self.offsets[i]], "subset": subset}
