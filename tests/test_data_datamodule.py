@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
@@ -182,3 +183,8 @@ def test_release_config_reads_the_official_layout(tmp_path):
     assert (sior.image_dir, sior.label_dir, sior.image_suffix) == ("JPEGImages-trainval", "gray", ".jpg")
     assert dict(sior.split_files) == {"train": "train.txt", "val": "valid.txt"}
     assert module.root_of("fast") == tmp_path / "SAMRS" / "FAST"
+
+
+def test_misspelt_layout_key_is_named(tmp_path):
+    with pytest.raises(InstantiationException, match="data.subsets.sota: unknown keys label_folder"):
+        data_module("sota", {}, tmp_path, "+data.subsets.sota.label_folder=gray")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from samrs.classes import subset_classes
+from samrs.classes import SubsetClasses, subset_classes
 from samrs.data.batching import (
     ProportionalSampler,
     ShardSampler,
@@ -44,6 +45,16 @@ ON_ERROR = ("raise", "skip")
 
 def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def _layout(subset: str, spec: dict[str, Any]) -> SubsetLayout:
+    """The subset's layout: data.layout overridden by the subset's own keys (root and classes aside)."""
+    keys = {f.name for f in fields(SubsetLayout)}
+    unknown = set(spec) - keys - {"root", "classes"}
+    if unknown:
+        raise ValueError(f"data.subsets.{subset}: unknown keys {', '.join(sorted(unknown))} (a subset takes "
+                         f"root, classes and the layout keys {', '.join(sorted(keys))})")
+    return SubsetLayout(**{k: v for k, v in spec.items() if k in keys})
 
 
 class SAMRSDataModule(L.LightningDataModule):
@@ -83,8 +94,7 @@ class SAMRSDataModule(L.LightningDataModule):
         if on_error not in ON_ERROR:
             raise ValueError(f"data.on_error={on_error!r}; choose one of {', '.join(ON_ERROR)}")
         shared = dict(_plain(layout) or {})
-        self.layouts = {k: SubsetLayout(**{**shared, **{f: v for f, v in spec.items() if f not in ("root", "classes")}})
-                        for k, spec in self.subsets.items()}
+        self.layouts = {k: _layout(k, {**shared, **spec}) for k, spec in self.subsets.items()}
         self.batch_size, self.steps_per_epoch_cfg = batch_size, steps_per_epoch
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
@@ -109,7 +119,7 @@ class SAMRSDataModule(L.LightningDataModule):
     def subset_names(self) -> list[str]:
         return list(self.subsets)
 
-    def classes_of(self, subset: str):
+    def classes_of(self, subset: str) -> SubsetClasses:
         return subset_classes(self.subsets[subset].get("classes", subset))
 
     @property

@@ -13,6 +13,7 @@ way to run any other albumentations recipe).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
 import albumentations as A
@@ -73,7 +74,7 @@ def _pad_to(array: np.ndarray, size: int, value: int) -> np.ndarray:
     return out
 
 
-class WindowTransform:
+class WindowTransform(ABC):
     """Base: random state that each worker process reseeds, and the albumentations tail."""
 
     def __init__(self, ops: Sequence[A.BasicTransform]) -> None:
@@ -86,11 +87,13 @@ class WindowTransform:
         self.rng = np.random.default_rng(own)
         self.ops.set_random_seed(int(albu.generate_state(1)[0]))
 
+    @abstractmethod
     def plan(self, height: int, width: int) -> tuple[Window, Any]:
-        raise NotImplementedError
+        """The source window to read and the random parameters drawn for this sample."""
 
+    @abstractmethod
     def finish(self, image: np.ndarray, label: np.ndarray, params: Any) -> Sample:
-        raise NotImplementedError
+        """The sample made from the window's pixels."""
 
 
 class WholeImage(WindowTransform):
