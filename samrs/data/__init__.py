@@ -1,0 +1,1 @@
+"""Segmentation datasets, augmentation, proportional multi-subset batches and LightningDataModules."""

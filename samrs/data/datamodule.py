@@ -1,0 +1,260 @@
+"""LightningDataModule over one or several SAMRS-format subsets.
+
+Training yields one dict per step, {subset: {"image", "mask", "name"}}, with per-subset batch sizes
+proportional to the subset sizes (DESIGN.md), from one DataLoader whose ProportionalSampler
+composes the steps and shards them over DDP ranks. Validation gives one loader per subset, in the
+order of `subsets`, so metrics stay per subset. docs/data.md describes layouts, checks, cache and
+epoch definition.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from samrs.classes import SubsetClasses, subset_classes
+from samrs.data.batching import (
+    ProportionalSampler,
+    ShardSampler,
+    collate_by_subset,
+    epoch_steps,
+    proportional_batch_sizes,
+)
+from samrs.data.blocks import BlockCodec
+from samrs.data.cache import SubsetCache, problems_of
+from samrs.data.dataset import MultiSubsetDataset, SegmentationDataset
+from samrs.data.layout import SubsetLayout, missing_files
+from samrs.data.readers import FileReader
+from samrs.data.transforms import train_transform, val_transform
+from samrs.sources.base import Problem
+from samrs.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+SPLITS = ("train", "val")
+ON_ERROR = ("raise", "skip")
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def _layout(subset: str, spec: dict[str, Any]) -> SubsetLayout:
+    """The subset's layout: data.layout overridden by the subset's own keys (root and classes aside)."""
+    keys = {f.name for f in fields(SubsetLayout)}
+    unknown = set(spec) - keys - {"root", "classes"}
+    if unknown:
+        raise ValueError(f"data.subsets.{subset}: unknown keys {', '.join(sorted(unknown))} (a subset takes "
+                         f"root, classes and the layout keys {', '.join(sorted(keys))})")
+    return SubsetLayout(**{k: v for k, v in spec.items() if k in keys})
+
+
+class SAMRSDataModule(L.LightningDataModule):
+    """Subsets given as {name: {root, classes, and any SubsetLayout field}}; null entries are left out.
+
+    `layout`: the SubsetLayout fields shared by all subsets (a subset's own keys win).
+    `batch_size`: per process; split over the subsets in proportion to their training sizes.
+    `steps_per_epoch`: null for ceil(N / (batch_size * world size)), N = all training images.
+    `cache`: {enabled, dir, codec, block, png_level, jpeg_quality, workers}; the block cache
+    (lossless by default) that lets a crop decode only the pixels under it.
+    `on_error`: "raise" stops at bad files with a list of them; "skip" leaves them out and logs a count.
+    `generate`: write generated scenes into each subset's root in `prepare_data` (the demo data).
+    """
+
+    def __init__(
+        self,
+        subsets: Mapping[str, Mapping[str, Any] | None],
+        layout: Mapping[str, Any] | None = None,
+        batch_size: int = 96,
+        steps_per_epoch: int | None = None,
+        val_batch_size: int = 8,
+        num_workers: int = 4,
+        val_num_workers: int | None = None,
+        pin_memory: bool = True,
+        seed: int | None = None,
+        on_error: str = "raise",
+        cache: Mapping[str, Any] | None = None,
+        train_transform: Mapping[str, Any] | None = None,
+        val_transform: Mapping[str, Any] | None = None,
+        generate: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        # A subset set to null is left out (data.subsets.sior=null trains without SIOR).
+        self.subsets = {k: dict(v) for k, v in _plain(subsets).items() if v is not None}
+        if not self.subsets:
+            raise ValueError("data.subsets is empty: name at least one subset")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"data.on_error={on_error!r}; choose one of {', '.join(ON_ERROR)}")
+        shared = dict(_plain(layout) or {})
+        self.layouts = {k: _layout(k, {**shared, **spec}) for k, spec in self.subsets.items()}
+        self.batch_size, self.steps_per_epoch_cfg = batch_size, steps_per_epoch
+        self.val_batch_size = val_batch_size
+        self.num_workers = num_workers
+        self.val_num_workers = num_workers if val_num_workers is None else val_num_workers
+        self.pin_memory, self.on_error = pin_memory, on_error
+        self.seed = seed if seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        cache_cfg = dict(_plain(cache) or {})
+        enabled, cache_dir = cache_cfg.pop("enabled", False), cache_cfg.pop("dir", None)
+        self.cache_dir = cache_dir if enabled else None
+        self.cache_workers = cache_cfg.pop("workers", None)
+        self.codec = BlockCodec(**cache_cfg)
+        self.train_transform_cfg = dict(_plain(train_transform) or {})
+        self.val_transform_cfg = dict(_plain(val_transform) or {})
+        self.generate = _plain(generate)
+        self.train_sets: dict[str, SegmentationDataset] = {}
+        self.val_sets: dict[str, SegmentationDataset] = {}
+        self.train_batch_sizes: dict[str, int] = {}
+
+    # ---- classes ----------------------------------------------------------------------------
+
+    @property
+    def subset_names(self) -> list[str]:
+        return list(self.subsets)
+
+    def classes_of(self, subset: str) -> SubsetClasses:
+        return subset_classes(self.subsets[subset].get("classes", subset))
+
+    @property
+    def num_classes(self) -> dict[str, int]:
+        return {k: self.classes_of(k).num_classes for k in self.subsets}
+
+    @property
+    def class_names(self) -> dict[str, list[str]]:
+        return {k: list(self.classes_of(k).names) for k in self.subsets}
+
+    # ---- files ------------------------------------------------------------------------------
+
+    def root_of(self, subset: str) -> Path:
+        return Path(self.subsets[subset]["root"])
+
+    def cache_of(self, subset: str) -> SubsetCache | None:
+        if self.cache_dir is None:
+            return None
+        return SubsetCache.create(self.cache_dir, subset, self.root_of(subset), self.layouts[subset],
+                                  self.classes_of(subset).num_classes, self.codec)
+
+    def prepare_data(self) -> None:
+        """Write the demo scenes (when configured) and bring each subset's block cache up to date."""
+        if self.generate:
+            from samrs.scenes.subset import write_generated_subset
+
+            for name, spec in self.subsets.items():
+                write_generated_subset(spec["root"], spec.get("classes", name), **self.generate)
+        for subset in self.subsets:
+            cache = self.cache_of(subset)
+            if cache is not None:
+                self._check_meta(subset)
+                names = [n for split in SPLITS for n in self.layouts[subset].split_names(self.root_of(subset), split)]
+                workers = self.cache_workers if self.cache_workers is not None else self.num_workers
+                cache.build(names, workers=workers)
+
+    def _check_meta(self, subset: str) -> None:
+        """samrs' own subsets name their classes in meta.json: they must be the configured ones."""
+        meta_path = self.root_of(subset) / "meta.json"
+        if not meta_path.is_file():
+            return
+        listed = json.loads(meta_path.read_text()).get("classes")
+        expected = list(self.classes_of(subset).names)
+        if listed is not None and listed != expected:
+            raise ValueError(
+                f"{meta_path}: lists {len(listed)} classes ({', '.join(listed[:3])}, ...) but data.subsets."
+                f"{subset}.classes={self.subsets[subset].get('classes', subset)} has {len(expected)} "
+                f"({', '.join(expected[:3])}, ...): point the subset at the right root or set its classes")
+
+    def _names(self, subset: str, split: str) -> tuple[list[str], Any]:
+        """The usable names of a split and the reader for them, after the checks (raise or skip)."""
+        root, layout = self.root_of(subset), self.layouts[subset]
+        names = layout.split_names(root, split)
+        cache = self.cache_of(subset)
+        if cache is None:
+            self._check_meta(subset)
+            problems = missing_files(root, layout, names)
+            reader = FileReader(root, layout, self.classes_of(subset).num_classes)
+        else:
+            entries = cache.manifest()
+            absent = [n for n in names if n not in entries]
+            if absent:
+                raise RuntimeError(f"{cache.directory}: the cache lacks {len(absent)} images of {subset}/{split} "
+                                   f"(first: {absent[0]}); run prepare_data() before setup()")
+            problems = problems_of(entries, names)
+            reader = cache.reader
+        self._handle(subset, split, list(problems.values()), len(names))
+        return [n for n in names if n not in problems], reader
+
+    def _handle(self, subset: str, split: str, problems: list[Problem], total: int) -> None:
+        if not problems:
+            return
+        listed = "\n  ".join(f"{p.path}: {p.message}" for p in problems[:20])
+        listed += "\n  ..." if len(problems) > 20 else ""
+        if self.on_error == "raise":
+            raise ValueError(f"{subset}/{split}: {len(problems)} of {total} images are unusable "
+                             f"(set data.on_error=skip to train without them):\n  {listed}")
+        log.warning("%s/%s: skipping %d of %d images:\n  %s", subset, split, len(problems), total, listed)
+
+    def _dataset(self, subset: str, split: str, transform) -> SegmentationDataset:
+        names, reader = self._names(subset, split)
+        if not names:
+            raise ValueError(f"{subset}/{split}: no usable images left")
+        return SegmentationDataset(names, reader, transform)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None) and not self.train_sets:
+            tf = train_transform(**self.train_transform_cfg)
+            self.train_sets = {k: self._dataset(k, "train", tf) for k in self.subsets}
+            sizes = {k: len(v) for k, v in self.train_sets.items()}
+            self.train_batch_sizes = proportional_batch_sizes(self.batch_size, sizes)
+        if stage in ("fit", "validate", None) and not self.val_sets:
+            tf = val_transform(**self.val_transform_cfg)
+            self.val_sets = {k: self._dataset(k, "val", tf) for k in self.subsets}
+
+    # ---- loaders ----------------------------------------------------------------------------
+
+    def _replicas(self) -> tuple[int, int]:
+        """(world size, global rank): the trainer's, else torch.distributed's, else (1, 0)."""
+        if self.trainer is not None:
+            return self.trainer.world_size, self.trainer.global_rank
+        if torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
+    def steps_per_epoch(self, world_size: int = 1) -> int:
+        sizes = [len(d) for d in self.train_sets.values()]
+        return self.steps_per_epoch_cfg or epoch_steps(sizes, self.batch_size, world_size)
+
+    def train_dataloader(self) -> DataLoader:
+        world, rank = self._replicas()
+        data = MultiSubsetDataset(self.train_sets)
+        steps = self.steps_per_epoch(world)
+        sampler = ProportionalSampler(data.sizes, list(self.train_batch_sizes.values()), steps, world, rank, self.seed)
+        self._log_epoch(data.sizes, steps, world)
+        return DataLoader(
+            data, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_by_subset,
+            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+        )
+
+    def _log_epoch(self, sizes: list[int], steps: int, world: int) -> None:
+        parts = ", ".join(
+            f"{k} {b} ({steps * b * world / n:.2f} passes of {n})"
+            for (k, b), n in zip(self.train_batch_sizes.items(), sizes))
+        log.info("training epoch: %d steps x batch %d per process x %d processes = %d samples; per subset: %s",
+                 steps, self.batch_size, world, steps * self.batch_size * world, parts)
+        for (k, b), n in zip(self.train_batch_sizes.items(), sizes):
+            if b * world > n:
+                log.warning("%s: one step draws %d samples but the subset has %d; samples repeat within a step",
+                            k, b * world, n)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        world, rank = self._replicas()
+        return [
+            DataLoader(ds, batch_size=self.val_batch_size, sampler=ShardSampler(len(ds), world, rank),
+                       num_workers=self.val_num_workers, pin_memory=self.pin_memory)
+            for ds in self.val_sets.values()
+        ]

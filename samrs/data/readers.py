@@ -1,0 +1,70 @@
+"""Pixel readers: `open(name)` gives a sample with its size and `read(window)`.
+
+FileReader decodes the image and label files in full and checks them on every read; BlockReader
+reads the block cache (checked once, when it was built) and decodes only the blocks a window covers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from samrs.data.blocks import BlockFile, Window
+from samrs.data.layout import SubsetLayout, pair_problem
+from samrs.sources.base import BadInputError, Problem
+from samrs.utils.io import read_label, read_rgb
+
+
+class ArraySample:
+    """A decoded image and label held in memory."""
+
+    def __init__(self, image: np.ndarray, label: np.ndarray) -> None:
+        self.image, self.label = image, label
+        self.height, self.width = label.shape
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        top, bottom, left, right = window
+        return self.image[top:bottom, left:right], self.label[top:bottom, left:right]
+
+
+def load_pair(root: Path, layout: SubsetLayout, name: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one image and its label; BadInputError naming the file when either is unusable."""
+    image_path, label_path = layout.image_path(root, name), layout.label_path(root, name)
+    image = _decode(image_path, read_rgb, "image", name)
+    label = _decode(label_path, read_label, "label", name)
+    problem = pair_problem(image_path, label_path, image, label, num_classes)
+    if problem is not None:
+        raise BadInputError(replace(problem, action="stopped"))
+    return image, label
+
+
+def _decode(path: Path, read, what: str, name: str) -> np.ndarray:
+    if not path.is_file():
+        kind = "missing_image" if what == "image" else "missing_annotation"
+        raise BadInputError(Problem(str(path), None, kind, f"{what} of listed image {name} not found", "stopped"))
+    try:
+        return read(path)
+    except (OSError, ValueError) as err:
+        raise BadInputError(Problem(str(path), None, "unreadable_image", f"cannot decode it ({err})", "stopped")) from err
+
+
+class FileReader:
+    """Reads the subset's own files: a full decode per sample (the uncached, checked path)."""
+
+    def __init__(self, root: str | Path, layout: SubsetLayout, num_classes: int) -> None:
+        self.root, self.layout, self.num_classes = Path(root), layout, num_classes
+
+    def open(self, name: str) -> ArraySample:
+        return ArraySample(*load_pair(self.root, self.layout, name, self.num_classes))
+
+
+class BlockReader:
+    """Reads `<directory>/<name>.blk` block files written by the subset cache."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def open(self, name: str) -> BlockFile:
+        return BlockFile(self.directory / f"{name}.blk")

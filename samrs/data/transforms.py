@@ -1,0 +1,219 @@
+"""Augmentation of the paper (Sec. 4.1): random scale, random crop (labels padded with 255), flips,
+90-degree rotations, colour jitter, gamma; and the centre crop of validation.
+
+A transform is planned before any pixel is read: `plan(height, width)` returns the source window
+it needs and its random parameters, `finish(image, label, params)` turns the window into the
+sample. The window-first training transform draws the scale and the crop position exactly as
+albumentations' RandomScale + PadIfNeeded + RandomCrop would, then resamples only the source
+pixels under the crop in one affine warp, so it never decodes or resizes the rest of the tile.
+`WholeImage` runs a plain albumentations pipeline on the full image (the naive reference, and the
+way to run any other albumentations recipe).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+
+from samrs.classes import IGNORE_INDEX
+from samrs.data.blocks import Window
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+Sample = dict[str, Any]
+
+
+def crop_ops(
+    hflip: float = 0.5,
+    vflip: float = 0.5,
+    rotate90: float = 0.5,
+    color_jitter: float = 0.5,
+    jitter: Sequence[float] = (0.2, 0.2, 0.2, 0.05),
+    gamma: float = 0.5,
+    gamma_limit: Sequence[float] = (80, 120),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> list[A.BasicTransform]:
+    """What follows the crop: flips, rot90, colour jitter (brightness, contrast, saturation, hue),
+    gamma, normalisation, tensors."""
+    b, c, s, h = jitter
+    return [
+        A.HorizontalFlip(p=hflip),
+        A.VerticalFlip(p=vflip),
+        A.RandomRotate90(p=rotate90),
+        A.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h, p=color_jitter),
+        A.RandomGamma(gamma_limit=tuple(gamma_limit), p=gamma),
+        A.Normalize(mean=mean, std=std),
+        ToTensorV2(),
+    ]
+
+
+def _pad(size: int) -> A.PadIfNeeded:
+    return A.PadIfNeeded(size, size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX,
+                         position="top_left")
+
+
+def _as_sample(out: dict[str, Any]) -> Sample:
+    return {"image": out["image"], "mask": torch.as_tensor(out["mask"]).long()}
+
+
+def _pad_to(array: np.ndarray, size: int, value: int) -> np.ndarray:
+    """Pad at the bottom and right to size x size (top-left placement, as PadIfNeeded here)."""
+    h, w = array.shape[:2]
+    if h == size and w == size:
+        return array
+    out = np.full((size, size) + array.shape[2:], value, array.dtype)
+    out[:h, :w] = array
+    return out
+
+
+class WindowTransform(ABC):
+    """Base: random state that each worker process reseeds, and the albumentations tail."""
+
+    def __init__(self, ops: Sequence[A.BasicTransform]) -> None:
+        self.ops = A.Compose(list(ops))
+        self.rng = np.random.default_rng()
+
+    def reseed(self, seed: int) -> None:
+        """Fresh, independent streams for this process (forked workers would otherwise share one)."""
+        own, albu = np.random.SeedSequence(seed).spawn(2)
+        self.rng = np.random.default_rng(own)
+        self.ops.set_random_seed(int(albu.generate_state(1)[0]))
+
+    @abstractmethod
+    def plan(self, height: int, width: int) -> tuple[Window, Any]:
+        """The source window to read and the random parameters drawn for this sample."""
+
+    @abstractmethod
+    def finish(self, image: np.ndarray, label: np.ndarray, params: Any) -> Sample:
+        """The sample made from the window's pixels."""
+
+
+class WholeImage(WindowTransform):
+    """Any albumentations pipeline applied to the whole decoded image."""
+
+    def plan(self, height: int, width: int) -> tuple[Window, None]:
+        return Window.full(height, width), None
+
+    def finish(self, image: np.ndarray, label: np.ndarray, params: None) -> Sample:
+        return _as_sample(self.ops(image=image, mask=label))
+
+
+class RandomScaleCrop(WindowTransform):
+    """Random scale then random crop, computed on the crop's source window only.
+
+    With probability `scale_p` the scale s is uniform in `scale_range` (else 1); the scaled size is
+    int(H*s) x int(W*s), padded at the bottom/right to the crop with 0 (image) and 255 (label); the
+    crop's top-left corner is uniform over the valid positions. Output pixel X of the scaled image
+    samples the source at (X + 0.5) * H / int(H*s) - 0.5 (cv2.resize's bilinear mapping); labels
+    take the nearest source pixel with the same centre alignment (cv2.INTER_NEAREST_EXACT).
+    """
+
+    def __init__(self, crop_size: int, scale_range: Sequence[float], scale_p: float,
+                 ops: Sequence[A.BasicTransform]) -> None:
+        super().__init__(ops)
+        self.crop_size = crop_size
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        self.scale_p = scale_p
+
+    def plan(self, height: int, width: int) -> tuple[Window, dict[str, Any]]:
+        c = self.crop_size
+        s = self.rng.uniform(*self.scale_range) if self.rng.random() < self.scale_p else 1.0
+        sh, sw = max(1, int(height * s)), max(1, int(width * s))
+        y0 = int(self.rng.integers(0, max(sh, c) - c + 1))
+        x0 = int(self.rng.integers(0, max(sw, c) - c + 1))
+        rows, cols = min(c, sh - y0), min(c, sw - x0)  # the part of the crop that is image
+        fy, fx = height / sh, width / sw
+        top, bottom = _source_span(y0, rows, fy, height)
+        left, right = _source_span(x0, cols, fx, width)
+        params = {"y0": y0, "x0": x0, "rows": rows, "cols": cols, "fy": fy, "fx": fx, "top": top, "left": left}
+        return Window(top, bottom, left, right), params
+
+    def finish(self, image: np.ndarray, label: np.ndarray, p: dict[str, Any]) -> Sample:
+        c, rows, cols = self.crop_size, p["rows"], p["cols"]
+        if p["fy"] == 1.0 and p["fx"] == 1.0:  # unscaled: the window is the crop
+            crop, crop_label = image, label
+        else:
+            warp = np.array([[p["fx"], 0.0, (p["x0"] + 0.5) * p["fx"] - 0.5 - p["left"]],
+                             [0.0, p["fy"], (p["y0"] + 0.5) * p["fy"] - 0.5 - p["top"]]])
+            crop = cv2.warpAffine(image, warp, (cols, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_REPLICATE)
+            ys = _nearest(p["y0"], rows, p["fy"], image.shape[0] + p["top"]) - p["top"]
+            xs = _nearest(p["x0"], cols, p["fx"], image.shape[1] + p["left"]) - p["left"]
+            crop_label = label[ys[:, None], xs[None, :]]
+        crop = _pad_to(np.ascontiguousarray(crop), c, 0)
+        crop_label = _pad_to(np.ascontiguousarray(crop_label), c, IGNORE_INDEX)
+        return _as_sample(self.ops(image=crop, mask=crop_label))
+
+
+def _source_span(start: int, count: int, factor: float, size: int) -> tuple[int, int]:
+    """Source pixels [first, last) that the bilinear and nearest samples of scaled pixels
+    start .. start+count-1 touch (factor = source / scaled size)."""
+    if factor == 1.0:
+        return start, start + count
+    lo = (start + 0.5) * factor - 0.5
+    hi = (start + count - 0.5) * factor - 0.5
+    return max(0, math.floor(lo)), min(size, math.floor(hi) + 2)
+
+
+def _nearest(start: int, count: int, factor: float, size: int) -> np.ndarray:
+    """Centre-aligned nearest source index of scaled pixels start .. start+count-1."""
+    return np.minimum(((np.arange(start, start + count) + 0.5) * factor).astype(np.int64), size - 1)
+
+
+class CenterCrop(WindowTransform):
+    """The central crop_size x crop_size window (padded with 0 / 255 when the image is smaller)."""
+
+    def __init__(self, crop_size: int, ops: Sequence[A.BasicTransform]) -> None:
+        super().__init__(ops)
+        self.crop_size = crop_size
+
+    def plan(self, height: int, width: int) -> tuple[Window, None]:
+        c = self.crop_size
+        top, left = max(0, (height - c) // 2), max(0, (width - c) // 2)
+        return Window(top, min(height, top + c), left, min(width, left + c)), None
+
+    def finish(self, image: np.ndarray, label: np.ndarray, params: None) -> Sample:
+        image = _pad_to(np.ascontiguousarray(image), self.crop_size, 0)
+        label = _pad_to(np.ascontiguousarray(label), self.crop_size, IGNORE_INDEX)
+        return _as_sample(self.ops(image=image, mask=label))
+
+
+def train_transform(
+    crop_size: int = 224,
+    scale_range: Sequence[float] = (0.5, 2.0),
+    scale_p: float = 0.5,
+    window_first: bool = True,
+    **crop_kwargs: Any,
+) -> WindowTransform:
+    """The pre-training augmentation; `window_first=False` gives the same recipe as a plain
+    albumentations pipeline over the whole image (slower, for reference and benchmarks)."""
+    ops = crop_ops(**crop_kwargs)
+    if window_first:
+        return RandomScaleCrop(crop_size, scale_range, scale_p, ops)
+    lo, hi = scale_range
+    return WholeImage([
+        A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), interpolation=cv2.INTER_LINEAR,
+                      mask_interpolation=cv2.INTER_NEAREST_EXACT, p=scale_p),
+        _pad(crop_size),
+        A.RandomCrop(crop_size, crop_size),
+        *ops,
+    ])
+
+
+def val_transform(
+    crop_size: int = 512, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+    window_first: bool = True,
+) -> WindowTransform:
+    """Centre crop of `crop_size` (paper A.5: 512x512 centre crops of the validation split)."""
+    ops = [A.Normalize(mean=mean, std=std), ToTensorV2()]
+    if window_first:
+        return CenterCrop(crop_size, ops)
+    return WholeImage([_pad(crop_size), A.CenterCrop(crop_size, crop_size), *ops])

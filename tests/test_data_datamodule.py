@@ -1,0 +1,190 @@
+"""The data configs (data=sota, sior, fast, samrs): batches, epochs, DDP shards, bad-file policy."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+
+from samrs.data.dataset import SegmentationDataset
+from samrs.utils.hydra import config_dir
+from samrs.utils.io import write_png
+
+SUBSETS = ("sota", "sior", "fast")
+
+
+def data_module(config: str, roots: dict[str, Path], tmp_path: Path, *overrides: str):
+    """The data config `config` pointed at `roots`, small and single-process."""
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            f"data={config}", f"paths.data_dir={tmp_path}", "data.num_workers=0", "data.val_num_workers=0",
+            "data.pin_memory=false", "data.batch_size=6", "data.train_transform.crop_size=32",
+            "data.val_transform.crop_size=48", *[f"data.subsets.{k}.root={v}" for k, v in roots.items()],
+            *overrides])
+    return instantiate(cfg.data)
+
+
+def ready(module, stage: str = "fit"):
+    module.prepare_data()
+    module.setup(stage)
+    return module
+
+
+@pytest.mark.parametrize("subset", SUBSETS)
+def test_one_subset_configs(generated_subsets, tmp_path, subset):
+    module = ready(data_module(subset, {subset: generated_subsets[subset]}, tmp_path))
+    assert module.subset_names == [subset]
+    batch = next(iter(module.train_dataloader()))
+    assert list(batch) == [subset]
+    part = batch[subset]
+    assert part["image"].shape == (6, 3, 32, 32) and part["image"].dtype == torch.float32
+    assert part["mask"].shape == (6, 32, 32) and part["mask"].dtype == torch.long
+    assert len(part["name"]) == 6
+    classes = module.num_classes[subset]
+    assert ((part["mask"] < classes) | (part["mask"] == 255)).all()
+    (val,) = module.val_dataloader()
+    assert next(iter(val))["image"].shape[1:] == (3, 48, 48)
+
+
+def test_combined_config_composes_proportional_steps(generated_subsets, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="samrs.data")
+    module = ready(data_module("samrs", generated_subsets, tmp_path))
+    sizes = {k: len(v) for k, v in module.train_sets.items()}
+    assert module.subset_names == list(SUBSETS)
+    assert sum(module.train_batch_sizes.values()) == 6 and min(module.train_batch_sizes.values()) >= 1
+    loader = module.train_dataloader()
+    steps = -(-sum(sizes.values()) // 6)
+    assert len(loader) == steps
+    assert f"training epoch: {steps} steps x batch 6 per process x 1 processes" in caplog.text
+    for batch in loader:
+        assert {k: len(v["name"]) for k, v in batch.items()} == module.train_batch_sizes
+    assert [len(v.dataset) for v in module.val_dataloader()] == [len(module.val_sets[k]) for k in SUBSETS]
+    assert module.num_classes == {"sota": 18, "sior": 20, "fast": 37}
+
+
+def test_every_training_image_once_per_pass(generated_subsets, tmp_path):
+    """Over two epochs, each subset's first len(subset) draws are all its training images."""
+    module = ready(data_module("samrs", generated_subsets, tmp_path))
+    loader = module.train_dataloader()
+    drawn: dict[str, list[str]] = {k: [] for k in SUBSETS}
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            for subset, part in batch.items():
+                drawn[subset] += part["name"]
+    for subset, names in drawn.items():
+        train = module.train_sets[subset].names
+        assert len(names) > len(train)
+        assert sorted(names[:len(train)]) == sorted(train)
+
+
+def test_simulated_ddp_ranks_draw_disjoint_samples(generated_subsets, tmp_path, monkeypatch):
+    """Two ranks (torch.distributed faked): within a pass no image goes to both."""
+    seen = []
+    for rank in range(2):
+        monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda rank=rank: rank)
+        module = ready(data_module("samrs", generated_subsets, tmp_path, "data.batch_size=3",
+                                   "data.steps_per_epoch=3"))
+        loader = module.train_dataloader()
+        assert min(len(d) for d in module.train_sets.values()) >= 6
+        assert loader.sampler.num_replicas == 2 and loader.sampler.rank == rank
+        seen.append({k: [] for k in SUBSETS})
+        for batch in loader:
+            for subset, part in batch.items():
+                seen[-1][subset] += part["name"]
+    for subset in SUBSETS:  # 3 steps x 1 image x 2 ranks = 6 draws, within one pass
+        assert len(seen[0][subset]) == len(seen[1][subset]) == 3
+        assert not set(seen[0][subset]) & set(seen[1][subset])
+        assert len(set(seen[0][subset]) | set(seen[1][subset])) == 6
+
+
+def test_batch_smaller_than_subset_count(generated_subsets, tmp_path):
+    module = data_module("samrs", generated_subsets, tmp_path, "data.batch_size=2")
+    module.prepare_data()
+    with pytest.raises(ValueError, match="batch size 2 is smaller than the number of subsets"):
+        module.setup("fit")
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cache", "files"])
+def test_bad_image_raises_or_is_skipped_and_counted(generated_subsets, tmp_path, caplog, cache):
+    root = Path(shutil.copytree(generated_subsets["sota"], tmp_path / "SOTA"))
+    bad = (root / "train.txt").read_text().split()[2]
+    if cache:  # found when the cache decodes every label
+        write_png(root / "labels" / f"{bad}.png", np.full((64, 64), 99, np.uint8))
+    else:  # found from the folder listing (content is checked when a sample is read)
+        (root / "labels" / f"{bad}.png").unlink()
+    flags = [f"data.cache.enabled={cache}"]
+    with pytest.raises(ValueError, match=f"sota/train: 1 of 9 images are unusable .*\n  .*{bad}.png"):
+        ready(data_module("sota", {"sota": root}, tmp_path, *flags))
+    caplog.set_level(logging.WARNING, logger="samrs.data")
+    module = ready(data_module("sota", {"sota": root}, tmp_path, *flags, "data.on_error=skip"))
+    assert len(module.train_sets["sota"]) == 8 and bad not in module.train_sets["sota"].names
+    assert "sota/train: skipping 1 of 9 images" in caplog.text
+
+
+def test_workers_draw_different_augmentations(generated_subsets, tmp_path):
+    """Forked DataLoader workers reseed their augmentation: the same image differs between them."""
+    module = ready(data_module("sota", {"sota": generated_subsets["sota"]}, tmp_path))
+    one = module.train_sets["sota"]
+    repeated = SegmentationDataset([one.names[0]] * 4, one.reader, one.transform)
+    samples = list(DataLoader(repeated, batch_size=1, num_workers=2))
+    assert not torch.equal(samples[0]["image"], samples[1]["image"])  # worker 0 vs worker 1
+
+
+class NameRecorder(L.LightningModule):
+    """Records the names each rank trains on and the sampler its loader kept."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.out = out
+        self.names: list[str] = []
+
+    def training_step(self, batch, batch_idx):
+        self.names += [f"{k}/{n}" for k, part in batch.items() for n in part["name"]]
+        return sum((self.weight * part["image"].mean()) for part in batch.values())
+
+    def on_train_epoch_end(self) -> None:
+        sampler = type(self.trainer.train_dataloader.sampler).__name__
+        (self.out / f"rank{self.global_rank}.txt").write_text("\n".join([sampler, *self.names]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.slow
+def test_lightning_ddp_keeps_the_sampler_and_ranks_are_disjoint(generated_subsets, tmp_path):
+    module = data_module("samrs", generated_subsets, tmp_path, "data.batch_size=3", "data.steps_per_epoch=3")
+    trainer = L.Trainer(strategy="ddp_spawn", accelerator="cpu", devices=2, max_epochs=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(NameRecorder(tmp_path), datamodule=module)
+    ranks = [(tmp_path / f"rank{r}.txt").read_text().splitlines() for r in range(2)]
+    assert [r[0] for r in ranks] == ["ProportionalSampler"] * 2
+    assert len(ranks[0]) == len(ranks[1]) == 1 + 3 * 3
+    assert not set(ranks[0][1:]) & set(ranks[1][1:])
+
+
+def test_release_config_reads_the_official_layout(tmp_path):
+    module = data_module("samrs_release", {}, tmp_path)
+    sota, sior = module.layouts["sota"], module.layouts["sior"]
+    assert (sota.image_dir, sota.label_dir, sota.image_suffix) == ("images", "gray", ".png")
+    assert (sior.image_dir, sior.label_dir, sior.image_suffix) == ("JPEGImages-trainval", "gray", ".jpg")
+    assert dict(sior.split_files) == {"train": "train.txt", "val": "valid.txt"}
+    assert module.root_of("fast") == tmp_path / "SAMRS" / "FAST"
+
+
+def test_misspelt_layout_key_is_named(tmp_path):
+    with pytest.raises(InstantiationException, match="data.subsets.sota: unknown keys label_folder"):
+        data_module("sota", {}, tmp_path, "+data.subsets.sota.label_folder=gray")

@@ -1,0 +1,212 @@
+"""Augmentation: labels stay on their pixels through every step, and the window-first transform
+draws the same scales and crops, and produces the same pixels, as resizing the whole image."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from samrs.data.blocks import Window
+from samrs.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomScaleCrop, train_transform, val_transform
+
+PALETTE = np.array([[230, 30, 30], [30, 200, 40], [40, 60, 220], [240, 220, 30], [200, 40, 210],
+                    [30, 210, 220]], np.uint8)
+BACKGROUND = np.array([128, 128, 128], np.uint8)
+NO_COLOUR = {"color_jitter": 0.0, "gamma": 0.0}
+
+
+def colour_scene(seed: int, height: int = 300, width: int = 260) -> tuple[np.ndarray, np.ndarray]:
+    """Rectangles and discs of classes 0..5 on background 255; the image is the label drawn in
+    one colour per class, so the label can be read back from the image."""
+    rng = np.random.default_rng(seed)
+    label = np.full((height, width), 255, np.uint8)
+    for _ in range(14):
+        cls = int(rng.integers(0, len(PALETTE)))
+        cy, cx = int(rng.integers(0, height)), int(rng.integers(0, width))
+        if rng.random() < 0.5:
+            h, w = rng.integers(14, 60, 2)
+            label[max(0, cy - h // 2):cy + h // 2, max(0, cx - w // 2):cx + w // 2] = cls
+        else:
+            cv2.circle(label, (cx, cy), int(rng.integers(9, 35)), cls, -1)
+    image = np.where(label[..., None] == 255, BACKGROUND, PALETTE[np.minimum(label, len(PALETTE) - 1)])
+    return image.astype(np.uint8), label
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """Undo Normalize + ToTensorV2."""
+    mean, std = np.array(IMAGENET_MEAN) * 255, np.array(IMAGENET_STD) * 255
+    return np.clip(image.permute(1, 2, 0).numpy() * std + mean + 0.5, 0, 255).astype(np.uint8)
+
+
+def interior(mask: np.ndarray) -> np.ndarray:
+    """Pixels whose 3x3 neighbourhood has one label (edges of regions are interpolated); the crop's
+    own border is left out, its neighbourhood being partly outside."""
+    lo = cv2.erode(mask, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    hi = cv2.dilate(mask, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    inside = lo == hi
+    inside[[0, -1], :] = inside[:, [0, -1]] = False
+    return inside
+
+
+def decode_label(image: np.ndarray) -> np.ndarray:
+    """Class of each pixel's colour (255 for the background grey, 254 for pad black)."""
+    colours = np.concatenate([PALETTE, BACKGROUND[None], np.zeros((1, 3), np.uint8)]).astype(np.int32)
+    ids = np.array(list(range(len(PALETTE))) + [255, 254])
+    dist = np.abs(image[:, :, None, :].astype(np.int32) - colours[None, None]).sum(-1)
+    return ids[dist.argmin(-1)]
+
+
+def run(transform, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    window, params = transform.plan(*label.shape)
+    top, bottom, left, right = window
+    out = transform.finish(image[top:bottom, left:right], label[top:bottom, left:right], params)
+    return to_uint8(out["image"]), out["mask"].numpy()
+
+
+GEOMETRIC_CASES = {
+    "scale": {"scale_p": 1.0, "hflip": 0, "vflip": 0, "rotate90": 0},
+    "hflip": {"scale_p": 0.0, "hflip": 1, "vflip": 0, "rotate90": 0},
+    "vflip": {"scale_p": 0.0, "hflip": 0, "vflip": 1, "rotate90": 0},
+    "rotate90": {"scale_p": 0.0, "hflip": 0, "vflip": 0, "rotate90": 1},
+    "everything": {"scale_p": 0.5},
+}
+
+
+@pytest.mark.parametrize("window_first", [True, False], ids=["window_first", "whole_image"])
+@pytest.mark.parametrize("case", list(GEOMETRIC_CASES))
+def test_label_follows_its_pixels_through_geometric_steps(case, window_first):
+    transform = train_transform(crop_size=96, scale_range=(0.5, 2.0), window_first=window_first,
+                                **GEOMETRIC_CASES[case], **NO_COLOUR)
+    transform.reseed(7)
+    checked = 0
+    for seed in range(12):
+        image, label = colour_scene(seed)
+        out, mask = run(transform, image, label)
+        assert out.shape == (96, 96, 3) and mask.shape == (96, 96)
+        inside = interior(mask.astype(np.uint8))
+        decoded = decode_label(out)
+        # every interior pixel's colour names its label; padding is black with label 255
+        expected = np.where(decoded == 254, 255, decoded)
+        assert np.array_equal(expected[inside], mask[inside]), f"{case}: label moved off its pixels"
+        checked += inside.sum()
+    assert checked > 12 * 96 * 96 * 0.5
+
+
+def test_padding_is_black_with_ignored_labels():
+    """A 300x260 scene scaled by 0.5 is smaller than a 224 crop: the rest is padding."""
+    transform = train_transform(crop_size=224, scale_range=(0.5, 0.5), scale_p=1.0, hflip=0, vflip=0,
+                                rotate90=0, **NO_COLOUR)
+    image, label = colour_scene(1)
+    out, mask = run(transform, image, label)
+    assert (mask[150:, :] == 255).all() and (mask[:, 130:] == 255).all()
+    assert (out[151:, :] <= 1).all() and (out[:, 131:] <= 1).all()
+    assert (mask[:148, :128] != 255).any()
+
+
+@pytest.mark.parametrize("window_first", [True, False])
+def test_colour_steps_leave_regions_uniform_and_labels_untouched(window_first):
+    """Colour jitter and gamma change colours, never positions: each label region stays one colour."""
+    transform = train_transform(crop_size=96, scale_p=0.0, hflip=0, vflip=0, rotate90=0, color_jitter=1.0,
+                                gamma=1.0, window_first=window_first)
+    transform.reseed(3)
+    for seed in range(6):
+        image, label = colour_scene(seed)
+        out, mask = run(transform, image, label)
+        inside = interior(mask.astype(np.uint8))
+        for cls in np.unique(mask[inside]):
+            region = out[inside & (mask == cls)].astype(np.int32)
+            assert np.ptp(region, axis=0).max() <= 3, f"class {cls} region is not one colour"
+
+
+def test_window_first_equals_resizing_the_whole_image():
+    """For the same scale and crop, the window warp gives the whole-image resize's pixels (bilinear
+    within 2 grey levels on a textured image) and its labels (centre-aligned nearest; OpenCV's
+    fixed-point arithmetic may round the other way where a sample falls exactly between pixels)."""
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (333, 410, 3), dtype=np.uint8), (5, 5), 1.5)
+    label = rng.integers(0, 20, (333, 410), dtype=np.uint8)
+    transform = RandomScaleCrop(128, (0.5, 2.0), 1.0, ops=[])
+    transform.reseed(11)
+    for _ in range(40):
+        window, p = transform.plan(333, 410)
+        top, bottom, left, right = window
+        out = transform.finish(image[top:bottom, left:right], label[top:bottom, left:right], p)
+        sh, sw = round(333 / p["fy"]), round(410 / p["fx"])
+        ref_image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_LINEAR)
+        ref_label = cv2.resize(label, (sw, sh), interpolation=cv2.INTER_NEAREST_EXACT)
+        ys, xs = slice(p["y0"], p["y0"] + p["rows"]), slice(p["x0"], p["x0"] + p["cols"])
+        got_image, got_label = out["image"][:p["rows"], :p["cols"]], out["mask"].numpy()[:p["rows"], :p["cols"]]
+        assert np.abs(got_image.astype(int) - ref_image[ys, xs].astype(int)).max() <= 2
+        rows, cols = np.nonzero(got_label != ref_label[ys, xs])
+        tie = [np.abs(pos - np.round(pos)) < 1e-6
+               for pos in ((rows + p["y0"] + 0.5) * p["fy"], (cols + p["x0"] + 0.5) * p["fx"])]
+        assert np.all(tie[0] | tie[1]), "labels differ away from pixel-boundary ties"
+
+
+def ramp_image(size: int = 512) -> np.ndarray:
+    """R = x / 4, G = y / 4: the source position of any output pixel can be read off it."""
+    y, x = np.mgrid[0:size, 0:size]
+    return np.stack([x // 4, y // 4, np.zeros_like(x)], -1).astype(np.uint8)
+
+
+def measured_geometry(transform, image: np.ndarray, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: the scale (output px per source px) and the source x and y of the crop's corner."""
+    label = np.zeros(image.shape[:2], np.uint8)
+    scales, corners = [], []
+    for _ in range(samples):
+        out, _ = run(transform, image, label)
+        row = out[20, :60, 0].astype(float) * 4 + 1.5  # the middle of a 4-pixel step
+        column = out[:60, 20, 1].astype(float) * 4 + 1.5
+        scales.append(1 / np.polyfit(np.arange(row.size), row, 1)[0])
+        corners.append([row[0], column[0]])
+    return np.array(scales), np.array(corners)
+
+
+def test_window_first_draws_the_scales_and_crops_of_the_whole_image_pipeline():
+    size, crop = 512, 128
+    image = ramp_image(size)
+    geometry = {}
+    for window_first in (True, False):
+        transform = train_transform(crop_size=crop, scale_range=(0.5, 2.0), scale_p=0.5, hflip=0, vflip=0,
+                                    rotate90=0, window_first=window_first, **NO_COLOUR)
+        transform.reseed(5)
+        geometry[window_first] = measured_geometry(transform, image, 160)
+    for scales, corners in geometry.values():
+        assert 0.45 < scales.min() and scales.max() < 2.2
+        unscaled = np.abs(scales - 1) < 0.03
+        assert 0.35 < unscaled.mean() < 0.65  # RandomScale's p = 0.5
+        # the crop starts inside the scaled image: source x, y in [0, size - crop / s]
+        last = size - crop / scales[:, None]
+        assert (corners > -4).all() and (corners < last + 8).all()
+        assert (corners.min(0) < 40).all() and ((corners + crop / scales[:, None]).max(0) > size - 40).all()
+    (s_fast, c_fast), (s_ref, c_ref) = geometry[True], geometry[False]
+    grid = np.linspace(0.5, 2.0, 61)
+    ks = np.abs((s_fast[:, None] <= grid).mean(0) - (s_ref[:, None] <= grid).mean(0)).max()
+    assert ks < 0.2, f"scale distributions differ (KS statistic {ks:.2f})"
+    where_fast = c_fast / (size - crop / s_fast[:, None])
+    where_ref = c_ref / (size - crop / s_ref[:, None])
+    assert (np.abs(np.median(where_fast, 0) - np.median(where_ref, 0)) < 0.15).all()
+    assert (np.abs(np.median(where_fast, 0) - 0.5) < 0.15).all()  # uniform positions: centred median
+
+
+def test_centre_crop_takes_the_middle_and_pads_small_images():
+    transform = val_transform(crop_size=128)
+    window, _ = transform.plan(300, 260)
+    assert window == Window(86, 214, 66, 194)
+    image, label = colour_scene(2, 100, 90)
+    out, mask = run(transform, image, label)
+    assert out.shape == (128, 128, 3) and (mask[100:] == 255).all() and (mask[:, 90:] == 255).all()
+    assert np.array_equal(mask[:100, :90], label)
+
+
+def test_reseeded_transforms_repeat_and_differ():
+    image, label = colour_scene(4)
+    a, b = (train_transform(crop_size=96) for _ in range(2))
+    a.reseed(1), b.reseed(1)
+    assert np.array_equal(run(a, image, label)[1], run(b, image, label)[1])
+    b.reseed(2)
+    outs_a = [run(a, image, label)[1] for _ in range(4)]
+    outs_b = [run(b, image, label)[1] for _ in range(4)]
+    assert not all(np.array_equal(x, y) for x, y in zip(outs_a, outs_b))
