@@ -52,7 +52,6 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     train_cfg = stored_config(ckpt_path)
     data_cfg = cfg.data if cfg.get("data") is not None else train_cfg.data
     datamodule = hydra.utils.instantiate(data_cfg)
-    datamodule.prepare_data()
     model = hydra.utils.instantiate(train_cfg.model)
     model.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"])
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False)

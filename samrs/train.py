@@ -65,7 +65,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         rank_zero_only(keep_previous_checkpoints)(output_dir)
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
-    datamodule.prepare_data()  # generated data must exist before heads are read from it
     fill_heads_from_data(cfg, datamodule)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
