@@ -59,7 +59,7 @@ def test_train_checkpoints_resume_and_evaluate(tmp_path):
     # Resume: the same command with ckpt_path=last continues from the saved step.
     run("train", [*SMALL, *QUIET, "ckpt_path=last", "trainer.max_epochs=2"], tmp_path)
     state = torch.load(ckpts / "last.ckpt", weights_only=False)
-    assert state["global_step"] == 2 * step1 and state["epoch"] == 1
+    assert state["global_step"] == 2 * step1
 
     # A fresh run of the same name keeps the earlier checkpoints aside.
     run("train", SMALL + QUIET, tmp_path)
