@@ -19,9 +19,9 @@ SIZES = [(300, 500), (777, 513), (37, 50), (1100, 900)]
 SPECS = [["cp"], ["hbox"], ["rhbox"], ["hbox_m"], ["rbox_m"], ["rhbox_m"], ["hbox", "cp"], ["rhbox", "rbox_m"], ["hbox", "cp", "hbox_m"]]
 # Every prompt type on some size, every size with some box and some mask prompt (not the whole product: time).
 CASES = [(SIZES[i % len(SIZES)], spec) for i, spec in enumerate(SPECS)] + [
-    (SIZES[1], ["hbox"]),
+    (SIZES[1], ["cp"]),
     (SIZES[2], ["rhbox", "rbox_m"]),
-    (SIZES[3], ["cp"]),
+    (SIZES[3], ["hbox"]),
 ]
 OBJECTS = 9
 
@@ -119,17 +119,28 @@ def test_multimask_returns_the_best_predicted_mask(sam, scenes):
 
 
 @pytest.mark.parametrize("types", [["hbox"], ["rhbox", "rbox_m"]], ids="+".join)
-def test_chunk_size_does_not_change_masks(sam, scenes, types):
+def test_chunk_and_window_batch_sizes_do_not_change_masks(sam, scenes, types):
     image, objects, _, embedding = scenes[(300, 500)]
     results = []
-    for chunk_size in (1, 4, 64):
-        engine = SamEngine(sam, PromptSpec(types), chunk_size=chunk_size)
+    for chunk_size, max_window_pixels in ((64, 1 << 22), (1, 1 << 22), (4, 1 << 22), (64, 1)):
+        engine = SamEngine(sam, PromptSpec(types), chunk_size=chunk_size, max_window_pixels=max_window_pixels)
         results.append(engine.predict(embedding, engine.frame(300, 500), objects))
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert (a.full(300, 500) != b.full(300, 500)).sum() <= 2
             assert a.score == pytest.approx(b.score, abs=1e-5)
             assert a.outside == pytest.approx(b.outside, abs=2)
+
+
+def test_bf16_autocast_path_runs_and_agrees(sam, scenes, monkeypatch):
+    """The GPU path (autocast) exercised on the CPU: no dtype clashes, masks close to fp32's."""
+    image, objects, _, embedding = scenes[(300, 500)]
+    engine = SamEngine(sam, PromptSpec(["rhbox", "cp", "rbox_m"]))
+    reference = engine.predict(embedding, engine.frame(300, 500), objects)
+    monkeypatch.setattr(engine, "autocast", lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    for a, b in zip(reference, engine.predict(embedding, engine.frame(300, 500), objects)):
+        assert iou(a.full(300, 500), b.full(300, 500)) >= 0.95
+        assert a.score == pytest.approx(b.score, abs=0.01)
 
 
 def _peak_memory(fn) -> tuple[int, int]:
@@ -182,7 +193,7 @@ def test_label_batches_images_and_handles_images_without_objects(sam):
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"precision": "fp8"}, "precision"), ({"chunk_size": 0}, "chunk_size"), ({"margin_px": -1}, "margin")],
+    [({"precision": "fp8"}, "precision"), ({"chunk_size": 0}, "chunk_size"), ({"max_window_pixels": 0}, "max_window"), ({"margin_px": -1}, "margin")],
 )
 def test_bad_engine_options(sam, options, message):
     with pytest.raises(ValueError, match=message):

@@ -177,6 +177,7 @@ def window_logits(
     sam: Sam,
     image_tokens: Tensor,
     hyper: Tensor,
+    batch: Tensor,
     cells: Tensor,
     cell_shape: tuple[int, int],
     row_taps: tuple[Tensor, Tensor],
@@ -184,18 +185,17 @@ def window_logits(
 ) -> Tensor:
     """SAM's mask logits at image pixels, computed from a window of embedding cells per prompt.
 
-    image_tokens (B, h*w, C) and hyper (B, C/8) from the decoder; cells (B, 2) the window's top-left
-    cell (row, col), cell_shape its (rows, cols); row_taps = (start (B, oh) in window-local low-res
-    rows, weights (B, oh, TAPS)) for the image rows wanted, col_taps likewise. Returns (B, oh, ow)
-    float32 logits equal to SAM's postprocess_masks at those pixels.
+    image_tokens (B, h*w, C) and hyper (B, C/8) from the decoder; batch (b,) the prompts to compute;
+    cells (b, 2) their window's top-left cell (row, col), cell_shape its (rows, cols); row_taps =
+    (start (b, oh) in window-local low-res rows, weights (b, oh, TAPS)) for the image rows wanted,
+    col_taps likewise. Returns (b, oh, ow) float32 logits equal to SAM's postprocess_masks there.
     """
-    b, n, c = image_tokens.shape
     side = sam.prompt_encoder.image_embedding_size
-    grid = image_tokens.reshape(b, side[0], side[1], c)
+    grid = image_tokens.unflatten(1, side)  # (B, h, w, C)
     rows = cells[:, 0, None] + torch.arange(cell_shape[0], device=cells.device)
     cols = cells[:, 1, None] + torch.arange(cell_shape[1], device=cells.device)
-    window = grid[torch.arange(b, device=cells.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    upscaled = sam.mask_decoder.output_upscaling(window.permute(0, 3, 1, 2))  # (B, C/8, 4r, 4c)
-    logits = torch.einsum("bc,bchw->bhw", hyper.to(upscaled.dtype), upscaled).float()
+    window = grid[batch[:, None, None], rows[:, :, None], cols[:, None, :]]
+    upscaled = sam.mask_decoder.output_upscaling(window.permute(0, 3, 1, 2))  # (b, C/8, 4r, 4c)
+    logits = torch.einsum("bc,bchw->bhw", hyper[batch].to(upscaled.dtype), upscaled).float()
     logits = _resample(logits, 1, *row_taps)
     return _resample(logits, 2, *col_taps)

@@ -4,7 +4,8 @@ Per call: the image encoder runs once per image, several images per forward pass
 on GPU. Per image, the objects are sorted by the size of their region and decoded in chunks of
 `chunk_size` prompts (memory is bounded by one chunk, whatever the object count); each mask is then
 computed only inside a window around its object (see decoder.py), equal there to what SAM's
-postprocess_masks gives at full size.
+postprocess_masks gives at full size, in batches of windows of at most `max_window_pixels` pixels
+once padded to the batch's largest.
 
 Regions of one object, in image pixels:
 - extent: the bounding box of its hbox and its region polygon (rotated box or clipped polygon);
@@ -91,11 +92,12 @@ class SamEngine:
         multimask: bool = False,
         precision: str = "bf16",
         encoder_batch_size: int = 4,
+        max_window_pixels: int = 1 << 22,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}: choose one of {list(PRECISIONS)}")
-        if chunk_size < 1 or encoder_batch_size < 1:
-            raise ValueError(f"chunk_size ({chunk_size}) and encoder_batch_size ({encoder_batch_size}) must be >= 1")
+        if min(chunk_size, encoder_batch_size, max_window_pixels) < 1:
+            raise ValueError("chunk_size, encoder_batch_size and max_window_pixels must be >= 1")
         if margin_frac < 0 or margin_px < 0 or outside_band_px < 0:
             raise ValueError("margin_frac, margin_px and outside_band_px must be >= 0")
         self.sam = sam
@@ -108,6 +110,7 @@ class SamEngine:
         self.multimask = multimask
         self.precision = precision
         self.encoder_batch_size = encoder_batch_size
+        self.max_window_pixels = max_window_pixels
         self.resize = ResizeLongestSide(sam.image_encoder.img_size)
         self.stopwatch = Stopwatch()
 
@@ -170,7 +173,7 @@ class SamEngine:
             prompts = build_prompts(self.prompt, objects, frame)
             kept, computed = self.regions(objects, frame)
             windows = _Windows(frame, computed, self.embedding_side, self.device)
-            order = np.argsort(windows.cell_area, kind="stable")  # similar sizes share a chunk
+            order = np.argsort(windows.pixels, kind="stable")  # similar sizes share a chunk
         results: list[InstanceMask | None] = [None] * len(objects)
         indices = list(range(len(objects))) if object_indices is None else list(object_indices)
         for start in range(0, len(objects), self.chunk_size):
@@ -180,24 +183,26 @@ class SamEngine:
                 sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
                 tokens, image_tokens = decode_tokens(self.sam, embedding, sparse, dense if masks is not None else None)
                 _, scores, hyper = choose_masks(self.sam, tokens, self.multimask)
-            with self.stopwatch("masks"), self.autocast():
-                logits = window_logits(self.sam, image_tokens, hyper, *windows.chunk(chunk))
-                predicted = logits > self.sam.mask_threshold
-                del tokens, image_tokens, logits
-            with self.stopwatch("results"):
-                crops = _crops(predicted, kept[chunk], computed[chunk])
-                for j, i in enumerate(chunk):
-                    mask, x0, y0, outside = crops[j]
-                    results[i] = InstanceMask(
-                        mask=mask,
-                        x0=x0,
-                        y0=y0,
-                        object_index=indices[i],
-                        class_id=objects[i].class_id,
-                        score=float(scores[j]),
-                        prompt=self.prompt.name,
-                        outside=outside,
-                    )
+                scores = scores.float().cpu().numpy()
+            for part in windows.batches(chunk, self.max_window_pixels):
+                with self.stopwatch("masks"), self.autocast():
+                    batch = torch.as_tensor(part, device=self.device)
+                    objects_part = chunk[part]
+                    logits = window_logits(self.sam, image_tokens, hyper, batch, *windows.args(objects_part))
+                    predicted = logits > self.sam.mask_threshold
+                with self.stopwatch("results"):
+                    crops = _crops(predicted, kept[objects_part], computed[objects_part])
+                    for (mask, x0, y0, outside), j, i in zip(crops, part, objects_part):
+                        results[i] = InstanceMask(
+                            mask=mask,
+                            x0=x0,
+                            y0=y0,
+                            object_index=indices[i],
+                            class_id=objects[i].class_id,
+                            score=float(scores[j]),
+                            prompt=self.prompt.name,
+                            outside=outside,
+                        )
         return results  # type: ignore[return-value]
 
     def label(
@@ -224,11 +229,22 @@ class _Windows:
         self.cells_lo = np.stack([row_start[computed[:, 1]], col_start[computed[:, 0]]], axis=1) // self.cell
         last = np.stack([row_start[computed[:, 3] - 1], col_start[computed[:, 2] - 1]], axis=1) + 2
         self.cells_hi = np.minimum(last, frame.low_res - 1) // self.cell
-        self.cell_area = np.prod(self.cells_hi - self.cells_lo + 1, axis=1)
+        self.pixels = np.prod(computed[:, 2:] - computed[:, :2], axis=1)
         self.taps = [torch.as_tensor(t, device=device) for t in (row_start, row_w, col_start, col_w)]
 
-    def chunk(self, index: np.ndarray):
-        """Arguments of decoder.window_logits for the objects `index`, padded to the chunk's largest."""
+    def batches(self, chunk: np.ndarray, max_pixels: int) -> Iterator[np.ndarray]:
+        """Positions in `chunk` (sorted by size) split so a batch padded to its largest window has at
+        most max_pixels image pixels (or is one object)."""
+        start, high, wide = 0, 0, 0
+        for pos, (x0, y0, x1, y1) in enumerate(self.computed[chunk]):
+            high, wide = max(high, y1 - y0), max(wide, x1 - x0)
+            if pos > start and (pos + 1 - start) * high * wide > max_pixels:
+                yield np.arange(start, pos)
+                start, high, wide = pos, y1 - y0, x1 - x0
+        yield np.arange(start, len(chunk))
+
+    def args(self, index: np.ndarray):
+        """Window arguments of decoder.window_logits for the objects `index`, padded to the largest."""
         shape = (self.cells_hi[index] - self.cells_lo[index] + 1).max(axis=0)
         first = np.minimum(self.cells_lo[index], self.side - shape)
         region = self.computed[index]

@@ -42,7 +42,7 @@ class SamLabeler(torch.nn.Module):
 
     def __init__(self, sam: LoadedSam, prompt: PromptSpec, device: str | None = None, **engine_options: Any) -> None:
         """engine_options: SamEngine's (chunk_size, margin_frac, margin_px, outside_band_px,
-        whole_image, multimask, precision, encoder_batch_size)."""
+        whole_image, multimask, precision, encoder_batch_size, max_window_pixels)."""
         super().__init__()
         self.sam = sam.model
         self.source = sam
@@ -65,6 +65,7 @@ class SamLabeler(torch.nn.Module):
             "whole_image": e.whole_image,
             "multimask": e.multimask,
             "precision": e.precision if e.device.type == "cuda" else "fp32",
+            "max_window_pixels": e.max_window_pixels,
         }
 
     def label(self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]) -> list[list[InstanceMask]]:
