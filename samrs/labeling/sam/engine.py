@@ -85,14 +85,14 @@ class SamEngine:
         sam: Sam,
         prompt: PromptSpec,
         chunk_size: int = 64,
-        margin_frac: float = 0.5,
+        margin_frac: float = 0.25,
         margin_px: float = 16.0,
         outside_band_px: int = 8,
         whole_image: bool = False,
         multimask: bool = False,
         precision: str = "bf16",
         encoder_batch_size: int = 4,
-        max_window_pixels: int = 1 << 22,
+        max_window_pixels: int = 1 << 20,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}: choose one of {list(PRECISIONS)}")
@@ -263,31 +263,18 @@ class _Windows:
 def _crops(predicted: torch.Tensor, kept: np.ndarray, computed: np.ndarray) -> list[tuple[np.ndarray, int, int, int]]:
     """Per object: the mask cropped to its bounding box inside the kept region, x0, y0, outside count.
 
-    predicted (B, oh, ow) bool on the computed regions (padded); an empty mask is (0, 0) at the kept
-    region's corner.
+    predicted (b, oh, ow) bool on the computed regions (padded to the largest); an empty mask is
+    (0, 0) at the kept region's corner.
     """
-    b, oh, ow = predicted.shape
-    device = predicted.device
-    size = torch.as_tensor(computed[:, 2:] - computed[:, :2], device=device)  # (w, h)
-    k0 = torch.as_tensor(kept[:, :2] - computed[:, :2], device=device)
-    k1 = torch.as_tensor(kept[:, 2:] - computed[:, :2], device=device)
-    ys = torch.arange(oh, device=device)[None, :]
-    xs = torch.arange(ow, device=device)[None, :]
-    in_rows, in_cols = (ys >= k0[:, 1:2]) & (ys < k1[:, 1:2]), (xs >= k0[:, :1]) & (xs < k1[:, :1])
-    valid = ((ys < size[:, 1:2])[:, :, None] & (xs < size[:, :1])[:, None, :])
-    inside = predicted & in_rows[:, :, None] & in_cols[:, None, :]
-    outside = (predicted & valid).sum(dim=(1, 2)) - inside.sum(dim=(1, 2))
-    rows_any, cols_any = inside.any(dim=2), inside.any(dim=1)
-    r0 = rows_any.int().argmax(dim=1)
-    r1 = oh - rows_any.flip(1).int().argmax(dim=1)
-    c0 = cols_any.int().argmax(dim=1)
-    c1 = ow - cols_any.flip(1).int().argmax(dim=1)
-    bounds = torch.stack([r0, r1, c0, c1, rows_any.any(dim=1).int(), outside], dim=1).cpu().numpy()
-    masks = inside.cpu().numpy()
     out = []
-    for j, (y0, y1, x0, x1, nonempty, count) in enumerate(bounds):
-        if nonempty:
-            out.append((masks[j, y0:y1, x0:x1].copy(), int(computed[j, 0] + x0), int(computed[j, 1] + y0), int(count)))
-        else:
-            out.append((np.zeros((0, 0), dtype=bool), int(kept[j, 0]), int(kept[j, 1]), int(count)))
+    for mask, (kx0, ky0, kx1, ky1), (cx0, cy0, cx1, cy1) in zip(predicted.cpu().numpy(), kept, computed):
+        region = mask[: cy1 - cy0, : cx1 - cx0]
+        inside = region[ky0 - cy0 : ky1 - cy0, kx0 - cx0 : kx1 - cx0]
+        outside = int(np.count_nonzero(region)) - int(np.count_nonzero(inside))
+        rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+        if len(rows) == 0:
+            out.append((np.zeros((0, 0), dtype=bool), int(kx0), int(ky0), outside))
+            continue
+        crop = inside[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].copy()
+        out.append((crop, int(kx0 + cols[0]), int(ky0 + rows[0]), outside))
     return out
