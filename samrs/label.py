@@ -12,6 +12,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from samrs.labeling.job import UsageError, run_labeling
+from samrs.labeling.quality.evaluate import evaluate_subset, quality_summary
+from samrs.labeling.quality.truth import has_truth
 from samrs.sources.base import BadInputError
 from samrs.sources.tiling import Tiling
 from samrs.utils.hydra import samrs_main
@@ -28,12 +30,18 @@ def required_output_dir(cfg: DictConfig) -> Path:
 
 
 def label(cfg: DictConfig) -> dict[str, Any] | None:
-    """Instantiate source, labeler and tiling from `cfg` and label; returns meta.json on rank zero."""
+    """Instantiate source, labeler and tiling from `cfg` and label, then score the labels when
+    quality.enabled; returns meta.json on rank zero."""
     output_dir = required_output_dir(cfg)
     source = hydra.utils.instantiate(cfg.source)
+    quality = cfg.get("quality") or {}
+    if quality.get("enabled") and not has_truth(source):  # before hours of labeling, not after
+        raise UsageError(f"quality.enabled=true: source {source.name} has no ground-truth masks to score labels "
+                         "against; use source=hrsc2016 (its segmented test images) or source=isaid (iSAID masks "
+                         "on the DOTA images)")
     labeler = hydra.utils.instantiate(cfg.labeler)
     tiling = hydra.utils.instantiate(cfg.tiling) if cfg.get("tiling") else Tiling()
-    return run_labeling(
+    meta = run_labeling(
         source,
         labeler,
         output_dir,
@@ -48,10 +56,14 @@ def label(cfg: DictConfig) -> dict[str, Any] | None:
         progress=cfg.progress,
         make_trainer=hydra.utils.instantiate(cfg.trainer, _partial_=True),
     )
+    if meta is not None and quality.get("enabled"):  # rank zero, once every rank has written
+        report = evaluate_subset(output_dir, source, instances_csv=quality.instances_csv, progress=cfg.progress)
+        print(quality_summary(report, output_dir))
+    return meta
 
 
-@samrs_main("label")
-def main(cfg: DictConfig) -> None:
+def run_job(cfg: DictConfig) -> None:
+    """The label job with its exit statuses: 1 for bad input in strict mode, 2 for a usage error."""
     apply_extras(cfg)
     try:
         label(cfg)
@@ -61,6 +73,11 @@ def main(cfg: DictConfig) -> None:
     except UsageError as err:
         print(err, file=sys.stderr)
         sys.exit(2)
+
+
+@samrs_main("label")
+def main(cfg: DictConfig) -> None:
+    run_job(cfg)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,23 @@ def crop_to_rle(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> 
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
-def rle_to_mask(rle: dict) -> np.ndarray:
-    """(H, W) bool mask of a compressed or uncompressed COCO RLE."""
+def coco_rle(rle: dict) -> dict:
+    """A compressed or uncompressed COCO RLE (as JSON holds it) in the form pycocotools computes on."""
     if isinstance(rle["counts"], list):
         rle = mask_utils.frPyObjects(rle, *rle["size"])
     counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
-    return mask_utils.decode({"size": rle["size"], "counts": counts}).astype(bool)
+    return {"size": list(rle["size"]), "counts": counts}
+
+
+def rle_to_mask(rle: dict) -> np.ndarray:
+    """(H, W) bool mask of a compressed or uncompressed COCO RLE."""
+    return mask_utils.decode(coco_rle(rle)).astype(bool)
+
+
+def rle_intersection_union(a: dict, b: dict) -> tuple[int, int]:
+    """Pixels in both masks and in either, computed on the runs (no mask is decoded)."""
+    a, b = coco_rle(a), coco_rle(b)
+    if a["size"] != b["size"]:
+        raise ValueError(f"masks of different sizes: {a['size']} and {b['size']}")
+    both = int(mask_utils.area(mask_utils.merge([a, b], intersect=True)))
+    return both, int(mask_utils.area(a)) + int(mask_utils.area(b)) - both

@@ -21,7 +21,7 @@ from samrs.sources.common import (
     ObjectChecker, Split, list_files, open_xml, pair_files, read_split_files, require_dir, split_names,
 )
 from samrs.sources.isaid import rgb_codes
-from samrs.sources.records import ImageRecord, ObjectRecord
+from samrs.sources.records import ImageRecord, MaskCrop, ObjectRecord
 from samrs.sources.xmlfile import XmlDoc, XmlError
 from samrs.utils.io import read_rgb
 
@@ -46,6 +46,7 @@ class Hrsc2016Source(Source):
         image_suffix: str = ".bmp",
         segmentation_suffix: str = ".png",
         min_box_area: float = 1.0,
+        segmented_only: bool = False,
     ) -> None:
         super().__init__(root, classes)
         self.split, self.split_file = split, split_file
@@ -54,13 +55,17 @@ class Hrsc2016Source(Source):
         self.segmentation_dir = data / segmentation_dir
         self.image_suffix, self.segmentation_suffix = image_suffix, segmentation_suffix
         self.min_box_area = min_box_area
+        self.segmented_only = segmented_only
 
     def items(self, report: Report) -> list[SourceItem]:
         images = list_files(require_dir(self.images_dir, "HRSC2016 images"), [self.image_suffix])
         annotations = list_files(require_dir(self.annotations_dir, "HRSC2016 annotation"), [".xml"])
         listed = read_split_files([self.root / self.split_file.format(split=s) for s in split_names(self.split)],
                                   "HRSC2016") if self.split else None
-        return pair_files(images, annotations, self.images_dir, self.annotations_dir, report, listed)
+        items = pair_files(images, annotations, self.images_dir, self.annotations_dir, report, listed)
+        if self.segmented_only:  # the images label quality can be measured on
+            items = [item for item in items if self._segmentation_path(item.name).is_file()]
+        return items
 
     def read(self, item: SourceItem, report: Report) -> ImageRecord | None:
         opened = open_xml(item, "Img_SizeWidth", "Img_SizeHeight", report)
@@ -70,7 +75,7 @@ class Hrsc2016Source(Source):
         checker = ObjectChecker(self.classes, size[0], size[1], item.annotation_path, report, self.min_box_area)
         objects = [obj for element in doc.root.iter("HRSC_Object")
                    if (obj := self._object(doc, element, checker)) is not None]
-        segmentation = self.segmentation_dir / f"{item.name}{self.segmentation_suffix}"
+        segmentation = self._segmentation_path(item.name)
         extras = {"segmentation": str(segmentation)} if segmentation.is_file() else {}
         return ImageRecord(item.name, item.image_path, size[0], size[1], objects, source=self.name,
                            annotation_path=item.annotation_path, extras=extras)
@@ -79,11 +84,19 @@ class Hrsc2016Source(Source):
         """Per object of `record`, its (H, W) bool mask from the segmentation PNG: the pixels of its
         seg_color (all False when the PNG lacks that colour); None when the object has no seg_color
         or the image no segmentation (HRSC2016 segments only its test images)."""
+        return [None if crop is None else crop.full(record.height, record.width)
+                for crop in self.instance_crops(record)]
+
+    def instance_crops(self, record: ImageRecord) -> list[MaskCrop | None]:
+        """`instance_masks` cropped to each ship's pixels (a (0, 0) crop when the PNG lacks its colour)."""
         if "segmentation" not in record.extras:
             return [None] * len(record.objects)
         codes = rgb_codes(read_rgb(record.extras["segmentation"]))
-        return [None if obj.extras.get("seg_color") is None else codes == _code(obj.extras["seg_color"])
+        return [None if obj.extras.get("seg_color") is None else _crop(codes == _code(obj.extras["seg_color"]))
                 for obj in record.objects]
+
+    def _segmentation_path(self, name: str) -> Path:
+        return self.segmentation_dir / f"{name}{self.segmentation_suffix}"
 
     @staticmethod
     def _object(doc: XmlDoc, element, checker: ObjectChecker) -> ObjectRecord | None:
@@ -118,6 +131,13 @@ def _seg_color(doc: XmlDoc, element, checker: ObjectChecker) -> tuple[int, int, 
                                f"seg_color {text!r} is not 'R,G,B'", "kept the object without a mask"))
         return None
     return color
+
+
+def _crop(mask: np.ndarray) -> MaskCrop:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return MaskCrop(np.zeros((0, 0), dtype=bool), 0, 0)
+    return MaskCrop(mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], int(cols[0]), int(rows[0]))
 
 
 def _code(color: tuple[int, int, int]) -> int:

@@ -38,6 +38,23 @@ class ObjectRecord:
 
 
 @dataclass
+class MaskCrop:
+    """A boolean mask cropped to its object, placed at (x0, y0) in its image: ground truth kept in
+    proportion to the object, not the image."""
+
+    mask: np.ndarray  # (h, w) bool; (0, 0) for an object without a pixel
+    x0: int
+    y0: int
+
+    def full(self, height: int, width: int) -> np.ndarray:
+        """The mask pasted into an all-False (height, width) array."""
+        out = np.zeros((height, width), dtype=bool)
+        h, w = self.mask.shape
+        out[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = self.mask
+        return out
+
+
+@dataclass
 class ImageRecord:
     """One image (or tile) and its objects."""
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 import hydra
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 
 def config_dir() -> str:
@@ -34,6 +34,40 @@ def run_name_of(ckpt_path: str | None) -> str:
     return f"{run}-{path.stem}" if run else path.stem
 
 
+def group_choice(group: str, *, _root_: DictConfig) -> str:
+    """The option chosen for config group `group` (`${group_choice:source}`), wherever Hydra resolves it.
+
+    `${hydra:runtime.choices.X}` needs the per-job HydraConfig, which does not exist yet when a
+    multirun names its sweep directory; there the root config still holds the `hydra` node, and a
+    swept group's value is the sweep's list (`box_fill,polygon_fill`), read from the overrides.
+    Each job then resolves its own choice, so a sweep directory must not depend on a swept group.
+    """
+    hydra_cfg = _root_.get("hydra") if "hydra" in _root_ else None
+    if hydra_cfg is None:  # inside a job: Hydra has moved its node out of the job's config
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+    for override in hydra_cfg.overrides.task:
+        key, sep, value = str(override).partition("=")
+        if sep and key.lstrip("+~") == group:
+            return value
+    choices = hydra_cfg.runtime.choices
+    return "unset" if group not in choices or OmegaConf.is_missing(choices, group) else str(choices[group])
+
+
+def labeling_setting(*, _root_: DictConfig) -> str:
+    """The labeler's choice, and for SAM its model and prompt: `box_fill`, `sam_vit_h_hbox_cp`
+    (`${labeling_setting:}`), so that runs with other prompts get other directories."""
+    labeler = group_choice("labeler", _root_=_root_)
+    if labeler != "sam":
+        return labeler
+    return "_".join([labeler, group_choice("sam", _root_=_root_), group_choice("prompt", _root_=_root_)])
+
+
 # Resolvers the configs use; registered when any entry point imports this module.
 if not OmegaConf.has_resolver("run_name_of"):
     OmegaConf.register_new_resolver("run_name_of", run_name_of)
+if not OmegaConf.has_resolver("group_choice"):
+    OmegaConf.register_new_resolver("group_choice", group_choice)
+if not OmegaConf.has_resolver("labeling_setting"):
+    OmegaConf.register_new_resolver("labeling_setting", labeling_setting)

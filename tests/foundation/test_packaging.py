@@ -13,12 +13,12 @@ import pytest
 
 from samrs.utils.hydra import config_dir
 
-JOBS = ("train", "evaluate", "label", "stats")
+JOBS = ("train", "evaluate", "label", "stats", "label_quality", "quality_table")
 
 
 def test_console_scripts_point_at_the_jobs():
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts") if ep.name.startswith("samrs-")}
-    assert scripts == {f"samrs-{job}": f"samrs.{job}:main" for job in JOBS}
+    assert scripts == {f"samrs-{job.replace('_', '-')}": f"samrs.{job}:main" for job in JOBS}
 
 
 def test_source_checkout_finds_its_conf(repo_root):

@@ -1,0 +1,190 @@
+"""Build SAM through segment-anything's own builders, from a checkpoint file the user gives.
+
+`load_sam` is what the `sam=vit_h|vit_l|vit_b` configs call: the checkpoint is required and is
+checked against the chosen architecture before loading. `build_tiny_sam` (tests, CPU smoke runs)
+and `build_random_sam` (speed benchmarks) are randomly initialised and never a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from pathlib import Path
+
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
+_HASH_BLOCK = 1 << 20
+
+
+@dataclass
+class LoadedSam:
+    """A SAM model and where its weights came from (for meta.json)."""
+
+    model: Sam
+    model_type: str  # vit_h, vit_l, vit_b, tiny, or <type>-random
+    checkpoint: str | None = None
+    sha256: str | None = None
+
+    def meta(self) -> dict[str, str | None]:
+        return {"model_type": self.model_type, "checkpoint": self.checkpoint, "sha256": self.sha256}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(partial(f.read, _HASH_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _signature(state_dict: dict[str, torch.Tensor]) -> tuple[int | None, int]:
+    """Image encoder width and depth of a SAM state_dict: what tells vit_h, vit_l and vit_b apart."""
+    pos = state_dict.get("image_encoder.pos_embed")
+    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
+    return (None if pos is None else int(pos.shape[-1])), len(blocks)
+
+
+@lru_cache(maxsize=None)
+def _registry_signature(model_type: str) -> tuple[int | None, int]:
+    """_signature of a registry architecture, built on the meta device (no memory, instant)."""
+    with torch.device("meta"):
+        return _signature(sam_model_registry[model_type]().state_dict())
+
+
+def _describe(signature: tuple[int | None, int]) -> str:
+    return f"image encoder width {signature[0]}, {signature[1]} blocks"
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors all mean "not a readable checkpoint"
+        raise ValueError(f"{path}: cannot read as a PyTorch checkpoint ({err})") from err
+    for wrapper in ("model", "state_dict"):  # training frameworks often nest the weights
+        if isinstance(obj, dict) and set(obj) == {wrapper} and isinstance(obj[wrapper], dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not any(k.startswith("image_encoder.") for k in obj):
+        raise ValueError(f"{path}: not a SAM checkpoint (no image_encoder.* weights in its state_dict)")
+    return obj
+
+
+def check_architecture(state_dict: dict[str, torch.Tensor], model_type: str, path: Path) -> None:
+    """Raise naming both when the checkpoint's image encoder is not `model_type`'s."""
+    found = _signature(state_dict)
+    if found == _registry_signature(model_type):
+        return
+    looks_like = next((t for t in MODEL_TYPES if found == _registry_signature(t)), None)
+    if looks_like:
+        raise ValueError(f"{path}: this looks like a {looks_like} checkpoint, you chose {model_type}; use sam={looks_like}")
+    raise ValueError(
+        f"{path}: this looks like no SAM I know ({_describe(found)}), you chose {model_type} "
+        f"({_describe(_registry_signature(model_type))})"
+    )
+
+
+def _load_weights(model: Sam, state_dict: dict[str, torch.Tensor], path: Path, model_type: str) -> None:
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as err:  # same encoder signature, other shapes or keys
+        raise ValueError(f"{path}: its weights do not fit {model_type}: {err}") from err
+
+
+def _check_model_type(model_type: str) -> None:
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"SAM model type {model_type!r}: choose one of {list(MODEL_TYPES)}")
+
+
+def _existing(checkpoint: str | os.PathLike, model_type: str) -> Path:
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"SAM checkpoint {path} ({model_type}) does not exist")
+    return path
+
+
+def load_sam(model_type: str, checkpoint: str | os.PathLike | None) -> LoadedSam:
+    """SAM `model_type` (vit_h, vit_l, vit_b) with the weights of `checkpoint`, in eval mode."""
+    _check_model_type(model_type)
+    if checkpoint is None:
+        raise ValueError(
+            f"no SAM checkpoint given for sam={model_type}: pass sam.checkpoint=FILE "
+            "(e.g. sam_vit_h_4b8939.pth from the segment-anything release)"
+        )
+    path = _existing(checkpoint, model_type)
+    state_dict = _read_state_dict(path)
+    check_architecture(state_dict, model_type, path)
+    model = sam_model_registry[model_type]()
+    _load_weights(model, state_dict, path, model_type)
+    return LoadedSam(model.eval(), model_type, str(path.resolve()), sha256_file(path))
+
+
+def build_random_sam(model_type: str = "vit_b", seed: int = 0) -> LoadedSam:
+    """A registry architecture with random weights: for speed benchmarks only (its masks mean nothing)."""
+    _check_model_type(model_type)
+    torch.manual_seed(seed)
+    return LoadedSam(sam_model_registry[model_type]().eval(), f"{model_type}-random")
+
+
+def build_tiny_sam(
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    img_size: int = 1024,
+    patch_size: int = 16,
+    encoder_dim: int = 32,
+    encoder_depth: int = 2,
+    encoder_heads: int = 2,
+    window_size: int = 14,
+    global_attn_indexes: tuple[int, ...] = (),  # none by default: global attention over 4096 tokens is slow
+    prompt_dim: int = 32,
+    decoder_heads: int = 2,
+    decoder_mlp_dim: int = 64,
+    mask_in_chans: int = 16,
+) -> LoadedSam:
+    """A small SAM from segment-anything's own classes, randomly initialised (or from `checkpoint`).
+
+    Same frames as the real models (1024 input, 64x64 embedding, 256x256 low-res masks) so the
+    geometry is tested as it runs; only widths and depths are small. For tests and CPU smoke runs.
+    """
+    torch.manual_seed(seed)
+    side = img_size // patch_size
+    model = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=encoder_dim,
+            depth=encoder_depth,
+            num_heads=encoder_heads,
+            mlp_ratio=4,
+            out_chans=prompt_dim,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=window_size,
+            global_attn_indexes=tuple(global_attn_indexes),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim,
+            image_embedding_size=(side, side),
+            input_image_size=(img_size, img_size),
+            mask_in_chans=mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=2, embedding_dim=prompt_dim, mlp_dim=decoder_mlp_dim, num_heads=decoder_heads
+            ),
+            transformer_dim=prompt_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=prompt_dim,
+        ),
+    )
+    if checkpoint is None:
+        return LoadedSam(model.eval(), "tiny")
+    path = _existing(checkpoint, "tiny")
+    _load_weights(model, _read_state_dict(path), path, "the tiny SAM configured")
+    return LoadedSam(model.eval(), "tiny", str(path.resolve()), sha256_file(path))

@@ -1,0 +1,280 @@
+"""Batched SAM inference: images and their objects' prompts in, one mask crop per object out.
+
+Per call: the image encoder runs once per image, several images per forward pass, under autocast
+on GPU. Per image, the objects are sorted by the size of their region and decoded in chunks of
+`chunk_size` prompts (memory is bounded by one chunk, whatever the object count); each mask is then
+computed only inside a window around its object (see decoder.py), equal there to what SAM's
+postprocess_masks gives at full size, in batches of windows of at most `max_window_pixels` pixels
+once padded to the batch's largest.
+
+Regions of one object, in image pixels:
+- extent: the bounding box of its hbox and its region polygon (rotated box or clipped polygon);
+- kept region: the extent grown by `margin_frac` of its width/height plus `margin_px` on each side,
+  clipped to the image (or the whole image with `whole_image`); the returned mask is SAM's mask
+  inside it;
+- probe band: `outside_band_px` more pixels around the kept region. SAM's positive pixels there are
+  counted in `InstanceMask.outside` and dropped: a mask that SAM continues beyond the kept region
+  crosses the band, so outside > 0 says the margin cut it (and by how much, roughly). Parts of a
+  mask that are disconnected from the object and lie beyond the band are not computed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from samrs.labeling.base import InstanceMask
+from samrs.labeling.sam.decoder import choose_masks, decode_tokens, window_logits
+from samrs.labeling.sam.frames import SamFrame
+from samrs.labeling.sam.prompts import PromptSpec, build_prompts
+from samrs.sources.records import ObjectRecord
+
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def object_extents(objects: Sequence[ObjectRecord]) -> np.ndarray:
+    """(N, 4) x_min, y_min, x_max, y_max over each object's hbox and region polygon."""
+    out = np.empty((len(objects), 4), dtype=np.float64)
+    for i, obj in enumerate(objects):
+        region = np.asarray(obj.region(), dtype=np.float64)
+        hbox = np.asarray(obj.hbox, dtype=np.float64)
+        out[i, :2] = np.minimum(region.min(axis=0), hbox[:2])
+        out[i, 2:] = np.maximum(region.max(axis=0), hbox[2:])
+    return out
+
+
+def grow_regions(boxes: np.ndarray, frac: float, px: float, height: int, width: int) -> np.ndarray:
+    """(N, 4) integer pixel ranges x0, y0, x1, y1 (exclusive) of `boxes` grown and clipped, never empty."""
+    size = boxes[:, 2:] - boxes[:, :2]
+    grown = np.concatenate([boxes[:, :2] - frac * size - px, boxes[:, 2:] + frac * size + px], axis=1)
+    lo = np.floor(grown[:, :2]).clip(0, [width - 1, height - 1])
+    hi = np.maximum(np.ceil(grown[:, 2:]).clip(0, [width, height]), lo + 1)
+    return np.concatenate([lo, hi], axis=1).astype(np.int64)
+
+
+class Stopwatch:
+    """Seconds spent per stage, summed over calls (synchronising the GPU when asked)."""
+
+    def __init__(self, synchronize: bool = False) -> None:
+        self.synchronize = synchronize
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        if self.synchronize:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        yield
+        if self.synchronize:
+            torch.cuda.synchronize()
+        self.seconds[stage] += time.perf_counter() - start
+
+
+class SamEngine:
+    """Labels objects with SAM: see the module docstring for regions, chunks and exactness."""
+
+    def __init__(
+        self,
+        sam: Sam,
+        prompt: PromptSpec,
+        chunk_size: int = 64,
+        margin_frac: float = 0.25,
+        margin_px: float = 16.0,
+        outside_band_px: int = 8,
+        whole_image: bool = False,
+        multimask: bool = False,
+        precision: str = "bf16",
+        encoder_batch_size: int = 4,
+        max_window_pixels: int = 1 << 20,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: choose one of {list(PRECISIONS)}")
+        if min(chunk_size, encoder_batch_size, max_window_pixels) < 1:
+            raise ValueError("chunk_size, encoder_batch_size and max_window_pixels must be >= 1")
+        if margin_frac < 0 or margin_px < 0 or outside_band_px < 0:
+            raise ValueError("margin_frac, margin_px and outside_band_px must be >= 0")
+        self.sam = sam
+        self.prompt = prompt
+        self.chunk_size = chunk_size
+        self.margin_frac = margin_frac
+        self.margin_px = margin_px
+        self.outside_band_px = outside_band_px
+        self.whole_image = whole_image
+        self.multimask = multimask
+        self.precision = precision
+        self.encoder_batch_size = encoder_batch_size
+        self.max_window_pixels = max_window_pixels
+        self.resize = ResizeLongestSide(sam.image_encoder.img_size)
+        self.stopwatch = Stopwatch()
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.device
+
+    @property
+    def embedding_side(self) -> int:
+        return self.sam.prompt_encoder.image_embedding_size[0]
+
+    @property
+    def low_res(self) -> int:
+        return self.sam.prompt_encoder.mask_input_size[0]
+
+    def frame(self, height: int, width: int) -> SamFrame:
+        return SamFrame.for_image(height, width, self.sam.image_encoder.img_size, self.low_res)
+
+    def autocast(self) -> torch.autocast:
+        """bf16/fp16 autocast on GPU; CPU always runs fp32 (CPU half precision is slower, not faster)."""
+        enabled = self.device.type == "cuda" and self.precision != "fp32"
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision], enabled=enabled)
+
+    @torch.inference_mode()
+    def encode(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """(B, C, h, w) float32 image embeddings of (H, W, 3) uint8 RGB images, as SamPredictor.set_image."""
+        out = []
+        for start in range(0, len(images), self.encoder_batch_size):
+            batch = []
+            for image in images[start : start + self.encoder_batch_size]:
+                resized = torch.as_tensor(self.resize.apply_image(image), device=self.device)
+                batch.append(self.sam.preprocess(resized.permute(2, 0, 1).float()))
+            with self.stopwatch("encoder"), self.autocast():
+                out.append(self.sam.image_encoder(torch.stack(batch)).float())
+        return torch.cat(out)
+
+    def regions(self, objects: Sequence[ObjectRecord], frame: SamFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 4) kept regions and (N, 4) computed regions (kept + probe band), x0, y0, x1, y1."""
+        h, w = frame.height, frame.width
+        if self.whole_image:
+            kept = np.tile(np.array([0, 0, w, h], dtype=np.int64), (len(objects), 1))
+            return kept, kept.copy()
+        kept = grow_regions(object_extents(objects), self.margin_frac, self.margin_px, h, w)
+        band = self.outside_band_px
+        computed = np.concatenate([np.maximum(kept[:, :2] - band, 0), np.minimum(kept[:, 2:] + band, [w, h])], axis=1)
+        return kept, computed
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        embedding: torch.Tensor,
+        frame: SamFrame,
+        objects: Sequence[ObjectRecord],
+        object_indices: Sequence[int] | None = None,
+    ) -> list[InstanceMask]:
+        """One InstanceMask per object of one image (embedding (1, C, h, w) from `encode`)."""
+        if not objects:
+            return []
+        with self.stopwatch("prompts"):
+            prompts = build_prompts(self.prompt, objects, frame)
+            kept, computed = self.regions(objects, frame)
+            windows = _Windows(frame, computed, self.embedding_side, self.device)
+            order = np.argsort(windows.pixels, kind="stable")  # similar sizes share a chunk
+        results: list[InstanceMask | None] = [None] * len(objects)
+        indices = list(range(len(objects))) if object_indices is None else list(object_indices)
+        for start in range(0, len(objects), self.chunk_size):
+            chunk = order[start : start + self.chunk_size]
+            with self.stopwatch("decoder"), self.autocast():
+                points, boxes, masks = prompts.encoder_inputs(chunk, self.device)
+                sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
+                tokens, image_tokens = decode_tokens(self.sam, embedding, sparse, dense if masks is not None else None)
+                _, scores, hyper = choose_masks(self.sam, tokens, self.multimask)
+                scores = scores.float().cpu().numpy()
+            for part in windows.batches(chunk, self.max_window_pixels):
+                with self.stopwatch("masks"), self.autocast():
+                    batch = torch.as_tensor(part, device=self.device)
+                    objects_part = chunk[part]
+                    logits = window_logits(self.sam, image_tokens, hyper, batch, *windows.args(objects_part))
+                    predicted = logits > self.sam.mask_threshold
+                with self.stopwatch("results"):
+                    crops = _crops(predicted, kept[objects_part], computed[objects_part])
+                    for (mask, x0, y0, outside), j, i in zip(crops, part, objects_part):
+                        results[i] = InstanceMask(
+                            mask=mask,
+                            x0=x0,
+                            y0=y0,
+                            object_index=indices[i],
+                            class_id=objects[i].class_id,
+                            score=float(scores[j]),
+                            prompt=self.prompt.name,
+                            outside=outside,
+                        )
+        return results  # type: ignore[return-value]
+
+    def label(
+        self, images: Sequence[np.ndarray], objects: Sequence[Sequence[ObjectRecord]]
+    ) -> list[list[InstanceMask]]:
+        """For each image and its objects, one InstanceMask per object."""
+        embeddings = self.encode(images) if any(len(o) for o in objects) else None
+        out = []
+        for i, (image, image_objects) in enumerate(zip(images, objects)):
+            frame = self.frame(*image.shape[:2])
+            out.append(self.predict(embeddings[i : i + 1], frame, image_objects) if image_objects else [])
+        return out
+
+
+class _Windows:
+    """Per-object windows of embedding cells and their postprocess taps, for one image."""
+
+    def __init__(self, frame: SamFrame, computed: np.ndarray, embedding_side: int, device: torch.device) -> None:
+        self.device = device
+        self.side = embedding_side
+        self.cell = frame.low_res // embedding_side  # low-res pixels per embedding cell (4)
+        row_start, row_w, col_start, col_w = frame.taps()
+        self.computed = computed
+        self.cells_lo = np.stack([row_start[computed[:, 1]], col_start[computed[:, 0]]], axis=1) // self.cell
+        last = np.stack([row_start[computed[:, 3] - 1], col_start[computed[:, 2] - 1]], axis=1) + 2
+        self.cells_hi = np.minimum(last, frame.low_res - 1) // self.cell
+        self.pixels = np.prod(computed[:, 2:] - computed[:, :2], axis=1)
+        self.taps = [torch.as_tensor(t, device=device) for t in (row_start, row_w, col_start, col_w)]
+
+    def batches(self, chunk: np.ndarray, max_pixels: int) -> Iterator[np.ndarray]:
+        """Positions in `chunk` (sorted by size) split so a batch padded to its largest window has at
+        most max_pixels image pixels (or is one object)."""
+        start, high, wide = 0, 0, 0
+        for pos, (x0, y0, x1, y1) in enumerate(self.computed[chunk]):
+            high, wide = max(high, y1 - y0), max(wide, x1 - x0)
+            if pos > start and (pos + 1 - start) * high * wide > max_pixels:
+                yield np.arange(start, pos)
+                start, high, wide = pos, y1 - y0, x1 - x0
+        yield np.arange(start, len(chunk))
+
+    def args(self, index: np.ndarray):
+        """Window arguments of decoder.window_logits for the objects `index`, padded to the largest."""
+        shape = (self.cells_hi[index] - self.cells_lo[index] + 1).max(axis=0)
+        first = np.minimum(self.cells_lo[index], self.side - shape)
+        region = self.computed[index]
+        out_shape = (region[:, 2:] - region[:, :2]).max(axis=0)  # (width, height)
+        row_start, row_w, col_start, col_w = self.taps
+        taps = []
+        for axis, start, weights, offset in ((1, row_start, row_w, first[:, 0]), (0, col_start, col_w, first[:, 1])):
+            pixels = torch.as_tensor(region[:, axis, None] + np.arange(out_shape[axis]), device=self.device)
+            pixels = pixels.clamp_(max=len(start) - 1)
+            local = start[pixels] - torch.as_tensor(offset * self.cell, device=self.device)[:, None]
+            taps.append((local, weights[pixels]))
+        cells = torch.as_tensor(first, device=self.device)
+        return cells, (int(shape[0]), int(shape[1])), taps[0], taps[1]
+
+
+def _crops(predicted: torch.Tensor, kept: np.ndarray, computed: np.ndarray) -> list[tuple[np.ndarray, int, int, int]]:
+    """Per object: the mask cropped to its bounding box inside the kept region, x0, y0, outside count.
+
+    predicted (b, oh, ow) bool on the computed regions (padded to the largest); an empty mask is
+    (0, 0) at the kept region's corner.
+    """
+    out = []
+    for mask, (kx0, ky0, kx1, ky1), (cx0, cy0, cx1, cy1) in zip(predicted.cpu().numpy(), kept, computed):
+        region = mask[: cy1 - cy0, : cx1 - cx0]
+        inside = region[ky0 - cy0 : ky1 - cy0, kx0 - cx0 : kx1 - cx0]
+        outside = int(np.count_nonzero(region)) - int(np.count_nonzero(inside))
+        rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+        if len(rows) == 0:
+            out.append((np.zeros((0, 0), dtype=bool), int(kx0), int(ky0), outside))
+            continue
+        crop = inside[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].copy()
+        out.append((crop, int(kx0 + cols[0]), int(ky0 + rows[0]), outside))
+    return out

@@ -1,0 +1,86 @@
+"""SamLabeler: the Labeler protocol over ImageRecords, built by Hydra from `labeler=sam`."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from samrs.labeling.base import InstanceMask
+from samrs.labeling.sam.build import LoadedSam
+from samrs.labeling.sam.engine import SamEngine
+from samrs.labeling.sam.prompts import PromptSpec
+from samrs.sources.records import ImageRecord, ObjectRecord
+
+
+def _check_object(record: ImageRecord, index: int, obj: ObjectRecord) -> None:
+    arrays = {"corners": obj.corners, "hbox": obj.hbox, "polygon": obj.polygon}
+    for field, value in arrays.items():
+        if value is not None and not np.all(np.isfinite(np.asarray(value, dtype=np.float64))):
+            raise ValueError(f"{record.name}: object {index} ({obj.name}) has non-finite {field} {value!r}")
+
+
+def _check_image(record: ImageRecord, image: np.ndarray) -> None:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{record.name}: SAM needs an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
+    if image.shape[:2] != (record.height, record.width):
+        raise ValueError(
+            f"{record.name}: image is {image.shape[1]}x{image.shape[0]} but the record says "
+            f"{record.width}x{record.height}"
+        )
+
+
+class SamLabeler(torch.nn.Module):
+    """SAM masks for every object with a class (objects whose class_id is None are not labeled).
+
+    An nn.Module so that `.to(device)` (or Lightning, when it is a submodule of the predict module)
+    moves SAM; `device` moves it at construction. Engine settings: see SamEngine and docs/sam.md.
+    """
+
+    name = "sam"
+
+    def __init__(self, sam: LoadedSam, prompt: PromptSpec, device: str | None = None, **engine_options: Any) -> None:
+        """engine_options: SamEngine's (chunk_size, margin_frac, margin_px, outside_band_px,
+        whole_image, multimask, precision, encoder_batch_size, max_window_pixels)."""
+        super().__init__()
+        self.sam = sam.model
+        self.source = sam
+        self.engine = SamEngine(self.sam, prompt, **engine_options)
+        if device is not None:
+            self.to(device)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What meta.json records about the labeler: model, checkpoint hash, prompt and settings."""
+        e = self.engine
+        return {
+            "labeler": self.name,
+            **self.source.meta(),
+            "prompt": e.prompt.name,
+            "chunk_size": e.chunk_size,
+            "margin_frac": e.margin_frac,
+            "margin_px": e.margin_px,
+            "outside_band_px": e.outside_band_px,
+            "whole_image": e.whole_image,
+            "multimask": e.multimask,
+            "precision": e.precision if e.device.type == "cuda" else "fp32",
+            "max_window_pixels": e.max_window_pixels,
+        }
+
+    def label(self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]) -> list[list[InstanceMask]]:
+        if len(images) != len(records):
+            raise ValueError(f"{len(images)} images for {len(records)} records")
+        objects, indices = [], []
+        for image, record in zip(images, records):
+            _check_image(record, image)
+            keep = [i for i, o in enumerate(record.objects) if o.class_id is not None]
+            for i in keep:
+                _check_object(record, i, record.objects[i])
+            objects.append([record.objects[i] for i in keep])
+            indices.append(keep)
+        masks = self.engine.label(images, objects)
+        for image_masks, keep in zip(masks, indices):
+            for m in image_masks:
+                m.object_index = keep[m.object_index]
+        return masks
