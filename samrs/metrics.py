@@ -7,7 +7,7 @@ the means (their IoU is NaN, not 0, which torchmetrics' per-class output would r
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -69,3 +69,24 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
             for per_class, mean in (("IoU", "mIoU"), ("F1", "mF1"), ("Acc", "mAcc")):
                 scores[mean] = scores[per_class][keep].nanmean()
         return scores
+
+
+def scores_table(scores: Mapping[str, Mapping[str, Any]], class_names: Mapping[str, Sequence[str]]) -> str:
+    """Markdown: per subset, a row per class with IoU / F1 / Acc in %, then the means and OA.
+
+    `scores[subset]` holds the lists and numbers of `scores_from_confusion` (e.g. via .tolist()).
+    """
+    out = []
+    for subset, s in scores.items():
+        names = list(class_names.get(subset) or range(len(s["IoU"])))
+        out += [f"## {subset}", "", "| class | IoU | F1 | Acc |", "|---|---:|---:|---:|"]
+        out += [f"| {name} | " + " | ".join(_percent(s[k][i]) for k in ("IoU", "F1", "Acc")) + " |"
+                for i, name in enumerate(names)]
+        out += ["", "| mIoU | mF1 | mAcc | OA |", "|---:|---:|---:|---:|",
+                "| " + " | ".join(_percent(s[k]) for k in ("mIoU", "mF1", "mAcc", "OA")) + " |", ""]
+    return "\n".join(out)
+
+
+def _percent(value: float | None) -> str:
+    """'-' for a class absent from label and prediction (NaN), else a percentage."""
+    return "-" if value is None or value != value else f"{100 * value:.2f}"

@@ -14,10 +14,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from samrs.callbacks import ExportPretrained
+from samrs.models import check_input_sizes
 from samrs.utils.hydra import samrs_main
+from samrs.utils.loggers import previous_wandb_id
 from samrs.utils.logging import get_logger
 from samrs.utils.runs import (
     apply_extras,
+    check_resume_checkpoint,
     instantiate_callbacks,
     instantiate_loggers,
     keep_previous_checkpoints,
@@ -44,12 +48,32 @@ def fill_heads_from_data(cfg: DictConfig, datamodule: Any) -> None:
             cfg.model.class_names = datamodule.class_names
 
 
+# Crop sizes the model must take, checked before training (samrs.models.check_input_sizes).
+CROP_SIZE_KEYS = ("data.train_transform.crop_size", "data.val_transform.crop_size")
+
+
+def crop_sizes(cfg: DictConfig) -> dict[str, int]:
+    return {k: int(v) for k in CROP_SIZE_KEYS if (v := OmegaConf.select(cfg, k)) is not None}
+
+
+def continue_wandb_run(cfg: DictConfig) -> None:
+    """On resume, the wandb logger continues the run directory's latest wandb run unless an id is given."""
+    wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
+    if wandb_cfg is not None and not wandb_cfg.get("id"):
+        run_id = previous_wandb_id(cfg.paths.output_dir)
+        if run_id:
+            wandb_cfg.id = run_id
+            log.info("resuming: wandb run %s continues (set logger.wandb.id to choose another)", run_id)
+
+
 def log_hyperparameters(cfg: DictConfig, model: L.LightningModule, loggers: list) -> None:
-    """Send the resolved config and parameter counts to every logger."""
+    """Send the resolved config and parameter counts (in all, trainable, per part) to every logger."""
     params = {
         "model/params/total": sum(p.numel() for p in model.parameters()),
         "model/params/trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
+    for name, part in model.net.named_children():
+        params[f"model/params/{name}"] = sum(p.numel() for p in part.parameters())
     hparams = {**OmegaConf.to_container(cfg, resolve=True), **params}
     for logger in loggers:
         logger.log_hyperparams(hparams)
@@ -68,6 +92,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     fill_heads_from_data(cfg, datamodule)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    # Configuration errors surface here, before any training step (or data worker) runs.
+    check_input_sizes(model.net, crop_sizes(cfg))
+    if ckpt_path is not None:
+        check_resume_checkpoint(model, ckpt_path)
+        continue_wandb_run(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -89,9 +118,13 @@ def report(trainer: L.Trainer, metrics: dict[str, float]) -> None:
     lines = [f"{k} = {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/mIoU")]
     if ckpt is not None:
         if ckpt.best_model_path:
-            lines.append(f"best checkpoint: {ckpt.best_model_path} ({ckpt.monitor} = {float(ckpt.best_model_score):.4f})")
+            # (after ddp_spawn only the path comes back to the main process, not the score)
+            score = f" ({ckpt.monitor} = {float(ckpt.best_model_score):.4f})" if ckpt.best_model_score is not None else ""
+            lines.append(f"best checkpoint: {ckpt.best_model_path}{score}")
         if ckpt.last_model_path:
             lines.append(f"last checkpoint: {ckpt.last_model_path}")
+    lines += [f"pre-trained weights for fine-tuning: {cb.path}" for cb in trainer.callbacks
+              if isinstance(cb, ExportPretrained) and cb.path.is_file()]
     log.info("results:\n  " + "\n  ".join(lines or ["no validation metrics"]))
 
 

@@ -1,7 +1,23 @@
-"""Backbones (timm), decoders (UperNet, UNet) and the multi-head segmentor."""
+"""Backbones (timm), necks, decoders (UperNet, UNet), the multi-head segmentor, and pre-trained
+weight export / loading (`load_pretrained`: a pre-training's trunk with new classifiers)."""
 
 from samrs.models.backbone import TimmBackbone
-from samrs.models.segmentor import MultiHeadSegmentor
-from samrs.models.upernet import UperNetDecoder
+from samrs.models.neck import MultiLevelNeck
+from samrs.models.segmentor import ClassifierHead, MultiHeadSegmentor, check_input_sizes
+from samrs.models.unet import UNetDecoder
+from samrs.models.upernet import FCNHead, UperNetDecoder
+from samrs.models.weights import export_pretrained, load_pretrained, read_state_dict
 
-__all__ = ["TimmBackbone", "MultiHeadSegmentor", "UperNetDecoder"]
+__all__ = [
+    "ClassifierHead",
+    "FCNHead",
+    "MultiHeadSegmentor",
+    "MultiLevelNeck",
+    "TimmBackbone",
+    "UNetDecoder",
+    "UperNetDecoder",
+    "check_input_sizes",
+    "export_pretrained",
+    "load_pretrained",
+    "read_state_dict",
+]

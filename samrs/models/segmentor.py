@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from samrs.models.weights import load_pretrained
 
 
 class ClassifierHead(nn.Sequential):
-    """Dropout2d + 1x1 conv: the per-subset classifier of the official code."""
+    """Dropout2d + conv (1x1 by default): the per-subset classifier of the official code."""
 
-    def __init__(self, channels: int, num_classes: int, dropout: float = 0.1) -> None:
-        super().__init__(nn.Dropout2d(dropout), nn.Conv2d(channels, num_classes, 1))
+    def __init__(self, channels: int, num_classes: int, dropout: float = 0.1, kernel_size: int = 1) -> None:
+        super().__init__(nn.Dropout2d(dropout), nn.Conv2d(channels, num_classes, kernel_size, padding=kernel_size // 2))
+
+
+def _per_subset(factory: Callable[[], nn.Module], subsets: Sequence[str], shared: bool) -> nn.Module:
+    return factory() if shared else nn.ModuleDict({k: factory() for k in subsets})
+
+
+def _batch_dependent(module: nn.Module) -> bool:
+    """True when a sample's output depends on the other samples of its batch (BatchNorm in training)."""
+    return any(isinstance(m, _BatchNorm) and (m.training or not m.track_running_stats) for m in module.modules())
 
 
 class MultiHeadSegmentor(nn.Module):
-    """backbone -> decoder -> heads[subset]; logits are upsampled to the input size.
+    """backbone [-> neck] -> decoder -> heads[subset]; logits are upsampled to the input size.
 
-    `decoder` is a factory taking `in_channels` (a Hydra partial), so its input widths follow the
-    backbone. `heads` maps subset name to class count.
+    `decoder`, `neck` and `aux_decoder` are factories taking `in_channels` (Hydra partials), so their
+    widths follow the backbone. `heads` maps subset name to class count. `shared_decoder=False` gives
+    every subset its own decoder (and auxiliary decoder). `aux_decoder` (e.g. mmseg's FCN head on
+    level 3) adds a second set of per-subset classifiers used for an auxiliary loss in training.
+    `concat_subsets`: run the backbone once on all subsets' images concatenated instead of once per
+    subset; "auto" does so only when that is exactly equivalent (no BatchNorm in training mode in
+    the backbone); the neck, decoder and heads always see one subset at a time, as in the official
+    code. `pretrained`: a pre-training export or checkpoint to start the trunk from (see
+    `samrs.models.load_pretrained`; `pretrained_parts`, `decoder_from` are passed on).
     """
 
     def __init__(
@@ -29,18 +48,98 @@ class MultiHeadSegmentor(nn.Module):
         decoder: Callable[..., nn.Module],
         heads: Mapping[str, int],
         dropout: float = 0.1,
+        head_kernel_size: int = 1,
+        neck: Callable[..., nn.Module] | None = None,
+        aux_decoder: Callable[..., nn.Module] | None = None,
+        shared_decoder: bool = True,
+        concat_subsets: bool | str = "auto",
+        pretrained: str | None = None,
+        pretrained_parts: Sequence[str] | None = None,
+        decoder_from: str | None = None,
     ) -> None:
         super().__init__()
         if not heads:
             raise ValueError("the segmentor needs at least one head (subset name -> class count)")
+        if concat_subsets not in (True, False, "auto"):
+            raise ValueError(f"concat_subsets must be true, false or auto, got {concat_subsets!r}")
+        subsets = list(heads)
         self.backbone = backbone
-        self.decoder = decoder(in_channels=backbone.channels)
-        self.heads = nn.ModuleDict({k: ClassifierHead(self.decoder.channels, int(n), dropout) for k, n in heads.items()})
+        self.neck = neck(in_channels=backbone.channels, strides=backbone.strides) if neck else None
+        in_channels = self.neck.channels if self.neck else backbone.channels
+        self.shared_decoder, self.concat_subsets = shared_decoder, concat_subsets
+        decoder_module = _per_subset(lambda: decoder(in_channels=in_channels), subsets, shared_decoder)
+        setattr(self, "decoder" if shared_decoder else "decoders", decoder_module)
+        width = self._decoder_for(subsets[0]).channels
+        self.heads = nn.ModuleDict({k: ClassifierHead(width, int(n), dropout, head_kernel_size) for k, n in heads.items()})
+        self.has_aux = aux_decoder is not None
+        if aux_decoder is not None:
+            aux_module = _per_subset(lambda: aux_decoder(in_channels=in_channels), subsets, shared_decoder)
+            setattr(self, "aux_decoder" if shared_decoder else "aux_decoders", aux_module)
+            aux_width = self._decoder_for(subsets[0], aux=True).channels
+            self.aux_heads = nn.ModuleDict({k: ClassifierHead(aux_width, int(n), dropout) for k, n in heads.items()})
+        if pretrained:
+            load_pretrained(self, pretrained, parts=pretrained_parts, decoder_from=decoder_from)
 
     @property
     def num_classes(self) -> dict[str, int]:
         return {k: head[1].out_channels for k, head in self.heads.items()}
 
+    def _decoder_for(self, subset: str, aux: bool = False) -> nn.Module:
+        name = "aux_decoder" if aux else "decoder"
+        return getattr(self, name) if self.shared_decoder else getattr(self, f"{name}s")[subset]
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Backbone levels (strides 4..32) for images (N, 3, H, W), before the neck."""
+        return self.backbone(x)
+
+    def decode(self, feats: Sequence[torch.Tensor], subset: str, size: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Logits of `subset` at `size` ("out"), and of its auxiliary head ("aux") when there is one."""
+        if self.neck is not None:
+            feats = self.neck(feats)
+        out = {"out": self.heads[subset](self._decoder_for(subset)(feats))}
+        if self.has_aux:
+            out["aux"] = self.aux_heads[subset](self._decoder_for(subset, aux=True)(feats))
+        return {k: F.interpolate(v, size=tuple(size), mode="bilinear", align_corners=False) for k, v in out.items()}
+
     def forward(self, x: torch.Tensor, subset: str) -> torch.Tensor:
-        logits = self.heads[subset](self.decoder(self.backbone(x)))
-        return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)
+        """Logits (N, classes of `subset`, H, W)."""
+        return self.decode(self.features(x), subset, x.shape[2:])["out"]
+
+    def forward_subsets(self, images: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+        """{subset: images} -> {subset: decode(...)}: one pre-training step's forward pass."""
+        sizes = {tuple(x.shape[1:]) for x in images.values()}
+        concat = self.concat_subsets is True or (
+            self.concat_subsets == "auto" and len(images) > 1 and len(sizes) == 1 and not _batch_dependent(self.backbone)
+        )
+        if concat and len(sizes) > 1:
+            raise ValueError(f"concat_subsets=true needs crops of one size from every subset, got {sorted(sizes)}")
+        if concat:
+            counts = [len(x) for x in images.values()]
+            levels = [lvl.split(counts) for lvl in self.features(torch.cat(list(images.values())))]
+            per_subset = {k: [lvl[i] for lvl in levels] for i, k in enumerate(images)}
+        else:
+            per_subset = {k: self.features(x) for k, x in images.items()}
+        return {k: self.decode(per_subset[k], k, images[k].shape[2:]) for k in images}
+
+
+def check_input_sizes(net: MultiHeadSegmentor, sizes: Mapping[str, int]) -> None:
+    """Fail before training when the model cannot take a crop size ({config key: size}): one
+    forward pass of a blank image per size, on the model's current device, in eval mode."""
+    subset = next(iter(net.heads))
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            for key, size in sizes.items():
+                try:
+                    net(torch.zeros(1, 3, int(size), int(size), device=device), subset)
+                except Exception as err:  # noqa: BLE001 - any failure here means "this size does not fit"
+                    stride = max(getattr(net.backbone, "strides", [32]))
+                    raise ValueError(
+                        f"{key}={size}: the model cannot take {size}x{size} inputs ({type(err).__name__}: {err}). "
+                        f"Choose a multiple of the backbone's largest stride ({stride}); timm models built for one "
+                        f"image size (Swin, ViT) also need model.net.backbone.dynamic_img_size=true."
+                    ) from err
+    finally:
+        net.train(was_training)

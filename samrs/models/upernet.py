@@ -1,5 +1,9 @@
 """UperNet decoder as mmseg builds it (PPM with pool scales 1, 2, 3, 6 on the last level, FPN on all
-levels, 512 channels, conv-BN-ReLU blocks), without the classifier, which the segmentor owns."""
+levels, 512 channels, conv-BN-ReLU blocks) and mmseg's auxiliary FCN head, both without their
+classifiers, which the segmentor owns (one per subset).
+
+Not smp's UPerNetDecoder: that one defaults to 256 channels, puts a LayerNorm on every input level
+and cannot drop it, so it is not the network the paper trained (see docs/models.md)."""
 
 from __future__ import annotations
 
@@ -52,3 +56,18 @@ class UperNetDecoder(nn.Module):
         outs = [conv(x) for conv, x in zip(self.fpn, laterals[:-1])] + [laterals[-1]]
         size = outs[0].shape[2:]
         return self.fuse(torch.cat([outs[0]] + [_resize(o, size) for o in outs[1:]], dim=1))
+
+
+class FCNHead(nn.Module):
+    """mmseg's auxiliary FCNHead: `num_convs` conv-BN-ReLU blocks on level `in_index` (level 3 of 4,
+    stride 16), 256 channels; its classifier and loss weight (0.4) live in the segmentor and task."""
+
+    def __init__(self, in_channels: Sequence[int], in_index: int = 2, channels: int = 256, num_convs: int = 1,
+                 kernel_size: int = 3) -> None:
+        super().__init__()
+        self.in_index, self.channels = in_index, channels
+        widths = [list(in_channels)[in_index]] + [channels] * num_convs
+        self.convs = nn.Sequential(*(conv_bn_relu(a, b, kernel_size) for a, b in zip(widths, widths[1:])))
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.convs(feats[self.in_index])

@@ -1,8 +1,8 @@
-"""One LightningModule for multi-head segmentation: a batch is {subset: {"image", "mask"}}."""
+"""One LightningModule for multi-head segmentation: a training batch is {subset: {"image", "mask"}},
+validation has one loader per subset (in the order of the heads)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping, Sequence
 
 import lightning as L
@@ -13,21 +13,10 @@ from torch import nn
 
 from samrs.classes import IGNORE_INDEX
 from samrs.metrics import SegmentationMetrics
+from samrs.tasks.optim import cosine_with_warmup, describe_groups, freeze, param_groups
+from samrs.utils.logging import get_logger
 
-
-def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
-                       min_lr: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then cosine decay per iteration from each group's lr down to `min_lr`."""
-    base = [g["lr"] for g in optimizer.param_groups]
-
-    def factor(step: int, lr: float) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        floor = min_lr / lr if lr > 0 else 0.0
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, [lambda s, lr=lr: factor(s, lr) for lr in base])
+log = get_logger(__name__)
 
 
 def _plain(cfg: Any) -> Any:
@@ -36,60 +25,109 @@ def _plain(cfg: Any) -> Any:
 
 
 class SegmentationTask(L.LightningModule):
-    """Loss = sum over subsets of cross-entropy (ignore 255); mIoU per subset and their mean."""
+    """Loss = sum over subsets of cross-entropy (ignore 255), plus `aux_loss_weight` times the
+    auxiliary head's; mIoU per subset, their mean, and per-class IoU.
+
+    `optimizer`: a partial optimiser (AdamW) whose lr and weight_decay are the base values of the
+    parameter groups built by `samrs.tasks.optim.param_groups(**param_groups)`. `frozen`: regexes
+    of parameter names (relative to `net`) that are not trained. `scheduler`: keyword arguments of
+    `cosine_with_warmup` (per-iteration cosine to `min_lr` over the run's steps), or null for a
+    constant lr. `compile`: torch.compile the backbone, neck and decoders.
+    """
 
     def __init__(
         self,
         net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Mapping[str, Any] | None = None,
+        param_groups: Mapping[str, Any] | None = None,
+        frozen: Sequence[str] = (),
+        aux_loss_weight: float = 0.4,
         class_names: Mapping[str, Sequence[str]] | None = None,
         ignore_index: int = IGNORE_INDEX,
+        compile: bool = False,
     ) -> None:
         super().__init__()
-        scheduler, class_names = _plain(scheduler), _plain(class_names)
+        scheduler, class_names, param_groups, frozen = (_plain(v) for v in (scheduler, class_names, param_groups, frozen))
         # Objects (net, optimizer factory) stay out of the checkpoint's hyper-parameters, so resuming
         # loads it with torch's weights_only unpickler; the run config is stored separately.
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
         self.net = net
         self.optimizer_factory = optimizer
+        self.frozen = freeze(net, list(frozen))
         self.subsets = list(net.num_classes)
         self.class_names = {k: list(v) for k, v in (class_names or {}).items()}
         self.val_metrics = nn.ModuleDict({k: SegmentationMetrics(n, ignore_index) for k, n in net.num_classes.items()})
+        self.last_val_scores: dict[str, dict[str, Any]] = {}
 
     def forward(self, x: torch.Tensor, subset: str) -> torch.Tensor:
         return self.net(x, subset)
 
+    def configure_model(self) -> None:
+        # Module.compile works in place, so state_dict keys (and checkpoints) stay as they are. Static
+        # shapes: a few graphs (one per subset batch size and crop), no dynamic-shape guards.
+        if not self.hparams.compile:
+            return
+        parts = [self.net.backbone, self.net.neck]
+        for name, child in self.net.named_children():
+            if "decoder" in name:
+                parts += list(child.values()) if isinstance(child, nn.ModuleDict) else [child]
+        for part in parts:
+            if part is not None:
+                part.compile(dynamic=False)
+
+    def _loss(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, mask, ignore_index=self.hparams.ignore_index)
+
     def training_step(self, batch: Mapping[str, Mapping[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
+        try:
+            outs = self.net.forward_subsets({k: part["image"] for k, part in batch.items()})
+        except ValueError as err:  # BatchNorm on UperNet's 1x1 pooled map cannot train on one image
+            if "more than 1 value per channel" not in str(err):
+                raise
+            sizes = {k: len(part["mask"]) for k, part in batch.items()}
+            raise ValueError(f"per-subset batch sizes {sizes}: BatchNorm needs at least 2 images of every subset per "
+                             f"step; raise data.batch_size (it is split in proportion to the subset sizes), or use "
+                             f"several GPUs with trainer.sync_batchnorm=true") from err
         losses = {}
-        for subset, part in batch.items():
-            logits = self(part["image"], subset)
-            losses[subset] = F.cross_entropy(logits, part["mask"], ignore_index=self.hparams.ignore_index)
+        for subset, out in outs.items():
+            mask, n = batch[subset]["mask"], len(batch[subset]["mask"])
+            losses[subset] = self._loss(out["out"], mask)
+            if "aux" in out:
+                aux = self._loss(out["aux"], mask)
+                self.log(f"train/loss_aux/{subset}", aux, batch_size=n)
+                losses[subset] = losses[subset] + self.hparams.aux_loss_weight * aux
+            self.log(f"train/loss/{subset}", losses[subset], batch_size=n)
         total = torch.stack(list(losses.values())).sum()
-        n = sum(len(part["image"]) for part in batch.values())
-        for subset, loss in losses.items():
-            self.log(f"train/loss/{subset}", loss, batch_size=len(batch[subset]["image"]))
-        self.log("train/loss", total, prog_bar=True, batch_size=n)
+        self.log("train/loss", total, prog_bar=True, batch_size=sum(len(part["mask"]) for part in batch.values()))
         return total
 
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         subset = self.subsets[dataloader_idx]
         logits = self(batch["image"], subset)
-        loss = F.cross_entropy(logits, batch["mask"], ignore_index=self.hparams.ignore_index)
-        self.log(f"val/loss/{subset}", loss, add_dataloader_idx=False, batch_size=len(batch["image"]))
-        self.val_metrics[subset].update(logits.argmax(1), batch["mask"])
+        loss = self._loss(logits, batch["mask"])
+        self.log(f"val/loss/{subset}", loss, add_dataloader_idx=False, batch_size=len(batch["image"]), sync_dist=True)
+        pred = logits.argmax(1)
+        self.val_metrics[subset].update(pred, batch["mask"])
+        return {"pred": pred}
 
     def on_validation_epoch_end(self) -> None:
         mious = []
-        self.last_val_scores: dict[str, dict[str, Any]] = {}
+        self.last_val_scores = {}
         for subset, metric in self.val_metrics.items():
             scores = metric.compute()
             metric.reset()
             self.last_val_scores[subset] = {k: v.tolist() for k, v in scores.items()}
             miou = torch.nan_to_num(scores["mIoU"], nan=0.0).float()
-            self.log(f"val/mIoU/{subset}", miou)
+            # Values are already reduced over ranks (torchmetrics); sync_dist only quietens Lightning.
+            self.log(f"val/mIoU/{subset}", miou, sync_dist=True)
+            self.log(f"val/mF1/{subset}", torch.nan_to_num(scores["mF1"], nan=0.0).float(), sync_dist=True)
+            self.log(f"val/OA/{subset}", torch.nan_to_num(scores["OA"], nan=0.0).float(), sync_dist=True)
+            names = self.class_names.get(subset) or [str(i) for i in range(len(scores["IoU"]))]
+            for name, iou in zip(names, scores["IoU"]):
+                self.log(f"val/IoU/{subset}/{name}", iou.float(), sync_dist=True)
             mious.append(miou)
-        self.log("val/mIoU", torch.stack(mious).mean(), prog_bar=True)
+        self.log("val/mIoU", torch.stack(mious).mean(), prog_bar=True, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The run's resolved config travels with the weights, so `samrs.evaluate ckpt_path=...` can
@@ -98,7 +136,11 @@ class SegmentationTask(L.LightningModule):
             checkpoint["samrs_config"] = self.run_config
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        base = getattr(self.optimizer_factory, "keywords", {})
+        groups = param_groups(self.net, lr=base.get("lr", 1e-3), weight_decay=base.get("weight_decay", 0.0),
+                              **(self.hparams.param_groups or {}))
+        log.info("optimiser parameter groups (%d frozen tensors):\n%s", len(self.frozen), describe_groups(groups))
+        optimizer = self.optimizer_factory(params=groups)
         sched_cfg = dict(self.hparams.scheduler or {})
         if not sched_cfg:
             return {"optimizer": optimizer}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
@@ -36,3 +37,9 @@ def wandb_logger(mode: str = "auto", **kwargs: Any) -> WandbLogger:
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     os.makedirs(kwargs.get("save_dir", "."), exist_ok=True)
     return WandbLogger(mode=mode, **kwargs)
+
+
+def previous_wandb_id(output_dir: str | os.PathLike) -> str | None:
+    """The id of the latest wandb run in a run directory (wandb/latest-run -> [offline-]run-<time>-<id>)."""
+    latest = Path(output_dir) / "wandb" / "latest-run"
+    return latest.resolve().name.rsplit("-", 1)[-1] if latest.exists() else None

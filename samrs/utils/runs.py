@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from omegaconf import DictConfig, OmegaConf
 
+from samrs.models.weights import describe_mismatch
 from samrs.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -91,3 +93,19 @@ def keep_previous_checkpoints(output_dir: str | Path) -> Path | None:
     log.warning("fresh run in %s: the earlier run's checkpoints were moved to %s "
                 "(use ckpt_path=last to resume instead)", output_dir, target)
     return target
+
+
+def check_resume_checkpoint(model: torch.nn.Module, ckpt_path: str | Path) -> None:
+    """Fail before training when a checkpoint to resume from was written by another model (other
+    backbone, decoder or class counts), naming the keys that differ."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if state is None:
+        raise ValueError(f"ckpt_path={ckpt_path}: not a Lightning checkpoint (no state_dict)")
+    problem = describe_mismatch({k: v.shape for k, v in model.state_dict().items()}, state)
+    if problem:
+        raise ValueError(
+            f"ckpt_path={ckpt_path} does not fit the model of this config: {problem}. Resume with the experiment "
+            f"and overrides that wrote it (see .hydra/overrides.yaml in its run directory), or leave ckpt_path unset "
+            f"to start fresh (to start from its weights with new heads, use model.net.pretrained=...)."
+        )

@@ -1,0 +1,77 @@
+"""A few validation images per subset with true and predicted masks overlaid, for the loggers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+from samrs.classes import IGNORE_INDEX, make_palette, subset_classes
+from samrs.utils.io import write_png
+
+def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8 image with class colours blended in where `mask` is not the ignore index."""
+    colors = np.zeros((256, 3), np.float32)
+    colors[: len(palette)] = palette
+    keep = (mask != IGNORE_INDEX)[..., None]
+    blended = (1 - alpha) * image + alpha * colors[mask]
+    return np.where(keep, blended, image).round().astype(np.uint8)
+
+
+def to_uint8_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Normalised (N, 3, H, W) float images back to (N, H, W, 3) uint8."""
+    mean_t = images.new_tensor(mean).view(1, 3, 1, 1)
+    std_t = images.new_tensor(std).view(1, 3, 1, 1)
+    pixels = ((images.float() * std_t + mean_t) * 255).clamp(0, 255).round()
+    return pixels.byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def palette_of(subset: str, num_classes: int) -> list[tuple[int, int, int]]:
+    try:
+        return list(subset_classes(subset).palette)
+    except KeyError:
+        return make_palette(num_classes)
+
+
+class LogValidationImages(Callback):
+    """At every validation, the first `num_images` images of each subset's first batch as panels
+    [image | truth | prediction]: PNG files under `dirpath/step<step>/`, native mask overlays in
+    wandb, images in TensorBoard. Rank zero only; skipped in the sanity check. `mean`, `std`: the
+    data's normalisation, to show the images as they were read."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], dirpath: str | None = None, num_images: int = 4,
+                 alpha: float = 0.5) -> None:
+        self.dirpath = Path(dirpath) if dirpath else None
+        self.num_images, self.alpha, self.mean, self.std = num_images, alpha, tuple(mean), tuple(std)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero or not outputs:
+            return
+        subset = pl_module.subsets[dataloader_idx]
+        n = min(self.num_images, len(batch["image"]))
+        images = to_uint8_images(batch["image"][:n], self.mean, self.std)
+        truths = batch["mask"][:n].cpu().numpy().astype(np.uint8)
+        preds = outputs["pred"][:n].cpu().numpy().astype(np.uint8)
+        names = list(batch.get("name", [str(i) for i in range(n)]))[:n]
+        classes = pl_module.class_names.get(subset) or [str(i) for i in range(pl_module.net.num_classes[subset])]
+        palette = palette_of(subset, len(classes))
+        panels = [np.concatenate([im, overlay(im, t, palette, self.alpha), overlay(im, p, palette, self.alpha)], axis=1)
+                  for im, t, p in zip(images, truths, preds)]
+        step = trainer.global_step
+        if self.dirpath is not None:
+            for name, panel in zip(names, panels):
+                write_png(self.dirpath / f"step{step:06d}" / subset / f"{name}.png", panel)
+        labels = {i: c for i, c in enumerate(classes)}
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                masks = [{"truth": {"mask_data": t, "class_labels": labels},
+                          "prediction": {"mask_data": p, "class_labels": labels}} for t, p in zip(truths, preds)]
+                logger.log_image(f"val/images/{subset}", list(images), masks=masks, caption=names)
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_images(f"val/images/{subset}", np.stack(panels), step, dataformats="NHWC")
