@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from samrs.metrics import scores_table
 from samrs.utils.hydra import samrs_main
 from samrs.utils.io import write_json, write_text
 from samrs.utils.logging import get_logger
@@ -29,22 +30,6 @@ def stored_config(ckpt_path: str) -> DictConfig:
     if "samrs_config" not in checkpoint:
         raise ValueError(f"{ckpt_path}: no samrs training config inside; was it written by samrs.train?")
     return OmegaConf.create(checkpoint["samrs_config"])
-
-
-def scores_table(scores: dict[str, dict[str, Any]], class_names: dict[str, list[str]]) -> str:
-    """Markdown: one table per subset, a row per class with IoU / F1 / Acc, then the means."""
-    out = []
-    for subset, s in scores.items():
-        out += [f"## {subset}", "", "| class | IoU | F1 | Acc |", "|---|---:|---:|---:|"]
-        for i, name in enumerate(class_names[subset]):
-            out.append(f"| {name} | " + " | ".join(_pct(s[k][i]) for k in ("IoU", "F1", "Acc")) + " |")
-        out += ["", "| mIoU | mF1 | mAcc | OA |", "|---:|---:|---:|---:|",
-                "| " + " | ".join(_pct(s[k]) for k in ("mIoU", "mF1", "mAcc", "OA")) + " |", ""]
-    return "\n".join(out)
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None or v != v else f"{100 * v:.2f}"
 
 
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
