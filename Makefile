@@ -9,6 +9,7 @@ VENV ?= .venv
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.samrs-installed
+# Two test processes of one thread each: more threads than cores slow small torch steps 10x.
 PYTEST_ARGS ?= -n 2
 
 .PHONY: install demo test clean-venv
@@ -25,7 +26,7 @@ demo: $(STAMP)
 	$(PY) -m samrs.train experiment=demo $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS) $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_ARGS) $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
