@@ -111,12 +111,13 @@ def _block(layer: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, query_pe:
 
 @torch.no_grad()
 def decode_tokens(
-    sam: Sam, image_embedding: Tensor, sparse: Tensor, dense: Tensor | None
+    sam: Sam, image_embedding: Tensor, image_pe: Tensor, sparse: Tensor, dense: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     """SAM's two-way transformer for a chunk of prompts on one image.
 
-    image_embedding (1, C, h, w); sparse (B, T', C) from the prompt encoder; dense (B, C, h, w) mask
-    prompt embeddings, or None for no mask prompt (then the shared `no_mask_embed` is used).
+    image_embedding (1, C, h, w); image_pe (1, C, h, w) = prompt_encoder.get_dense_pe(); sparse
+    (B, T', C) from the prompt encoder; dense (B, C, h, w) mask prompt embeddings, or None for no
+    mask prompt (then the shared `no_mask_embed` is used).
     Returns the output tokens (B, T, C) and the image tokens (B, h*w, C), as MaskDecoder.predict_masks
     has them after `self.transformer`.
     """
@@ -128,7 +129,7 @@ def decode_tokens(
     if dense is None:
         dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
     keys = (image_embedding + dense).flatten(2).transpose(1, 2)  # (1 or B, N, C)
-    key_pe = sam.prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2)
+    key_pe = image_pe.flatten(2).transpose(1, 2)
     queries = tokens
     for layer in transformer.layers:
         queries, keys = _block(layer, queries, keys, tokens, key_pe)
@@ -213,4 +214,5 @@ def window_logits(
     logits = _upscaled_logits(sam, window.view(len(batch), *cell_shape, channels), hyper[batch])
     along_rows = _taps_matrix(*row_taps, logits.shape[1])  # (b, oh, 4r)
     along_cols = _taps_matrix(*col_taps, logits.shape[2])  # (b, ow, 4c)
-    return along_rows @ logits @ along_cols.transpose(1, 2)
+    with torch.autocast(logits.device.type, enabled=False):  # fp32 logits decide the threshold
+        return along_rows @ logits @ along_cols.transpose(1, 2)
