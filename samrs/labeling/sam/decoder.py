@@ -1,6 +1,7 @@
-"""SAM's mask decoder, evaluated in a cheaper but exactly equivalent order.
+"""SAM's mask decoder, evaluated in a cheaper, mathematically equivalent order.
 
-Uses segment-anything's own modules and weights; only the order of the arithmetic changes:
+Uses segment-anything's own modules and weights; only the order of the arithmetic changes, so the
+results equal SAM's up to float rounding:
 
 1. Image-side inputs shared by a chunk. With no mask prompt, the dense prompt embedding is the same
    `no_mask_embed` for every prompt, so the image tokens entering the transformer, and the first
@@ -11,7 +12,8 @@ Uses segment-anything's own modules and weights; only the order of the arithmeti
    projecting 4096 keys and values: q.(W_k x + b_k) = (W_k^T q).x + const (the constant is the same
    for every key, which softmax ignores), and attn @ (W_v x + b_v) = W_v (attn @ x) + b_v (attention
    rows sum to 1). Image -> token attention folds W_q into the token keys and the output
-   projection into the token values. Per prompt this is ~0.4 GMAC instead of ~0.9 GMAC (vit_h).
+   projection into the token values. Per prompt this is ~0.4 GMAC instead of ~0.9 GMAC (the
+   decoder is the same for vit_h, vit_l and vit_b).
 3. Masks only in a window. The output upscaling (ConvTranspose2d, LayerNorm2d, GELU,
    ConvTranspose2d, GELU) maps each 64x64 cell to its own 4x4 low-res block, and the hypernetwork
    product is per pixel, so both run on the cells under an object's window only (as per-cell
