@@ -106,12 +106,14 @@ class Labeling:
         self.engine.stopwatch.synchronize = self.device.startswith("cuda")
         self.predictor = SamPredictor(sam.model)
 
-    def encode(self, method: str, image: np.ndarray) -> torch.Tensor | None:
-        """samrs and floor: SamEngine.encode; official: SamPredictor.set_image (kept in the predictor)."""
+    def encode(self, method: str, images: list[np.ndarray]) -> list[torch.Tensor | None]:
+        """samrs and floor: SamEngine.encode, batched; official: SamPredictor.set_image (one image,
+        kept in the predictor: call objects() before encoding the next)."""
         if method == "official":
+            (image,) = images
             self.predictor.set_image(image)
-            return None
-        return self.engine.encode([image])[0]
+            return [None]
+        return list(self.engine.encode(images))
 
     @torch.inference_mode()
     def objects(self, method: str, image: np.ndarray, embedding, objects: list[ObjectRecord], label, found: list) -> None:
@@ -140,16 +142,21 @@ class Labeling:
                 paint_crops(image.shape[:2], found)
 
     def run(self, method: str, images: list[np.ndarray], objects: list[list[ObjectRecord]], mark=lambda: None) -> dict:
-        """The whole method on every image; `mark` is called after the (first) encoder pass."""
+        """The whole method on every image; `mark` is called after the (first) encoder pass.
+
+        samrs and floor encode all images first (SamEngine batches them), official one at a time."""
         start = time.perf_counter()
         encoder = 0.0
+        embeddings: list = []
         for k, (image, image_objects) in enumerate(zip(images, objects)):
-            begin = time.perf_counter()
-            embedding = self.encode(method, image)
-            sync(self.device)
-            encoder += time.perf_counter() - begin
+            if method == "official" or k == 0:
+                begin = time.perf_counter()
+                embeddings = self.encode(method, [image]) if method == "official" else self.encode(method, images)
+                sync(self.device)
+                encoder += time.perf_counter() - begin
             if k == 0:
                 mark()
+            embedding = embeddings[0] if method == "official" else embeddings[k]
             label, found = np.full(image.shape[:2], IGNORE, dtype=np.uint8), []
             self.objects(method, image, embedding, image_objects, label, found)
             self.finish(method, image, found)
@@ -166,9 +173,9 @@ def time_interleaved(sam: LoadedSam, n: int, args: argparse.Namespace) -> dict:
     for _ in range(2):
         for method in encoder_runs:
             start = time.perf_counter()
-            labeling.encode(method, image)
+            labeling.encode(method, [image])
             encoder_runs[method].append(time.perf_counter() - start)
-    embedding = labeling.encode("samrs", image)
+    (embedding,) = labeling.encode("samrs", [image])
     labeling.engine.stopwatch.seconds.clear()
     label, found = np.full(image.shape[:2], IGNORE, dtype=np.uint8), []
     stage = dict.fromkeys(METHODS, 0.0)
