@@ -1,19 +1,28 @@
 """Benchmark: samrs' SAM labeling engine against the official SAM approach, same model and prompts.
 
 CPU mode (default): one 1024x1024 image with N boxes (default 50, 500, 2000), a vit_b-shaped SAM
-with random weights (no checkpoint download is possible; compute does not depend on the weights).
-Every (method, N) runs in a fresh process, after a warm-up, and reports its wall time and its peak
-RSS above the RSS it had before (VmHWM after resetting it through /proc/self/clear_refs):
+with random weights (no checkpoint download is possible; compute does not depend on the weights),
+H-Box prompts, fp32. Three ways to label the image:
 
-- samrs: SamEngine.label (encoder once, decoder in chunks, masks in windows) + painting the crops;
+- samrs: SamEngine (encoder once, decoder in chunks of 64, masks in windows) + painting the crops
+  into a label map, smaller instances on top;
 - official: SamPredictor.set_image, predict_torch over chunks of 20 boxes with full-size masks,
-  painting each mask into the label map (what the SAMRS scripts do);
-- floor: the image encoder + SAM's prompt encoder and MaskDecoder alone, same prompts, samrs' chunk.
+  each chunk's masks painted into the label map in file order (what the SAMRS scripts do);
+- floor: the image encoder + SAM's prompt encoder and MaskDecoder alone for the same prompts
+  (chunks of 20: SAM's decoder is ~2x slower per prompt at 64 on this CPU): nothing else.
+
+Time: in one process per N, after a warm-up, the encoder pass (the same computation in all three:
+SamPredictor.set_image and SamEngine.encode, each run twice, alternately; the fastest is used for
+all) and then the per-object stage, interleaved: the objects are taken in slices of 320 and each
+slice goes through the three methods in rotating order, so that load from other processes on a
+shared machine falls on all three alike. Memory: samrs and official (--memory-methods) at every N once more in a fresh process,
+peak RSS (VmHWM after resetting it through /proc/self/clear_refs) above the RSS before the run,
+and above the RSS after the encoder (the per-object stage alone).
 
 GPU mode (--gpu): vit_h-shaped random SAM, 1024x1024 images, 100 boxes each, samrs in bf16 and fp32
-and the official approach (fp32, SAM has no autocast), images/s.
+and the official approach (fp32: SAM has no autocast), images/s.
 
---smoke runs either mode with the tiny SAM and a few boxes on the CPU (seconds).
+--smoke runs either mode with the tiny SAM and a few boxes on the CPU (a minute).
 
     python scripts/bench_sam_labeling.py --json bench.json
     python scripts/bench_sam_labeling.py --gpu --json bench_gpu.json
@@ -33,12 +42,15 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
+from samrs.labeling.base import InstanceMask
 from samrs.labeling.sam.build import LoadedSam, build_random_sam, build_tiny_sam
 from samrs.labeling.sam.engine import SamEngine
 from samrs.labeling.sam.prompts import PromptSpec, build_prompts
 from samrs.sources.records import ObjectRecord
 
-OFFICIAL_CHUNK = 20  # boxes per predict_torch call in the official approach
+OFFICIAL_CHUNK = 20  # boxes per predict_torch call in the official approach (and the floor)
+SLICE = 320  # objects per interleaving round: 5 samrs chunks of 64, 16 official chunks of 20
+METHODS = ("samrs", "official", "floor")
 IGNORE = 255
 
 
@@ -75,7 +87,7 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def paint_crops(shape: tuple[int, int], masks) -> np.ndarray:
+def paint_crops(shape: tuple[int, int], masks: list[InstanceMask]) -> np.ndarray:
     """Label map from InstanceMask crops, smaller instances on top."""
     label = np.full(shape, IGNORE, dtype=np.uint8)
     for m in sorted(masks, key=lambda m: -m.area):
@@ -84,54 +96,106 @@ def paint_crops(shape: tuple[int, int], masks) -> np.ndarray:
     return label
 
 
-def run_samrs(sam: LoadedSam, images, objects, chunk_size: int, precision: str) -> dict:
-    engine = SamEngine(sam.model, PromptSpec(["hbox"]), chunk_size=chunk_size, precision=precision)
-    engine.stopwatch.synchronize = sam.model.device.type == "cuda"
-    start = time.perf_counter()
-    results = engine.label(images, objects)
-    with engine.stopwatch("paint"):
-        for image, masks in zip(images, results):
-            paint_crops(image.shape[:2], masks)
-    return {"seconds": time.perf_counter() - start, "stages": dict(engine.stopwatch.seconds)}
+class Labeling:
+    """The three methods on one model, split into the encoder pass and the per-object stage."""
+
+    def __init__(self, sam: LoadedSam, chunk_size: int, precision: str = "fp32") -> None:
+        self.model = sam.model
+        self.device = str(sam.model.device)
+        self.engine = SamEngine(sam.model, PromptSpec(["hbox"]), chunk_size=chunk_size, precision=precision)
+        self.engine.stopwatch.synchronize = self.device.startswith("cuda")
+        self.predictor = SamPredictor(sam.model)
+
+    def encode(self, method: str, images: list[np.ndarray]) -> list[torch.Tensor | None]:
+        """samrs and floor: SamEngine.encode, batched; official: SamPredictor.set_image (one image,
+        kept in the predictor: call objects() before encoding the next)."""
+        if method == "official":
+            (image,) = images
+            self.predictor.set_image(image)
+            return [None]
+        return list(self.engine.encode(images))
+
+    @torch.inference_mode()
+    def objects(self, method: str, image: np.ndarray, embedding, objects: list[ObjectRecord], label, found: list) -> None:
+        """The per-object stage for `objects`; official paints into `label`, samrs collects in `found`."""
+        if method == "samrs":
+            found.extend(self.engine.predict(embedding[None], self.engine.frame(*image.shape[:2]), objects))
+        elif method == "official":
+            boxes = torch.as_tensor(np.array([o.hbox for o in objects]), dtype=torch.float, device=self.device)
+            for i in range(0, len(objects), OFFICIAL_CHUNK):
+                box_t = self.predictor.transform.apply_boxes_torch(boxes[i : i + OFFICIAL_CHUNK], image.shape[:2])
+                masks, _, _ = self.predictor.predict_torch(None, None, box_t, multimask_output=False)
+                for mask, obj in zip(masks[:, 0].cpu().numpy(), objects[i : i + OFFICIAL_CHUNK]):
+                    label[mask] = obj.class_id
+        else:
+            prompts = build_prompts(self.engine.prompt, objects, self.engine.frame(*image.shape[:2]))
+            pe = self.model.prompt_encoder.get_dense_pe()
+            for i in range(0, len(objects), OFFICIAL_CHUNK):
+                index = np.arange(i, min(i + OFFICIAL_CHUNK, len(objects)))
+                sparse, dense = self.model.prompt_encoder(None, prompts.encoder_inputs(index, self.device)[1], None)
+                self.model.mask_decoder(embedding[None], pe, sparse, dense, False)
+        sync(self.device)
+
+    def finish(self, method: str, image: np.ndarray, found: list) -> None:
+        if method == "samrs":
+            with self.engine.stopwatch("paint"):
+                paint_crops(image.shape[:2], found)
+
+    def run(self, method: str, images: list[np.ndarray], objects: list[list[ObjectRecord]], mark=lambda: None) -> dict:
+        """The whole method on every image; `mark` is called after the (first) encoder pass.
+
+        samrs and floor encode all images first (SamEngine batches them), official one at a time."""
+        start = time.perf_counter()
+        encoder = 0.0
+        embeddings: list = []
+        for k, (image, image_objects) in enumerate(zip(images, objects)):
+            if method == "official" or k == 0:
+                begin = time.perf_counter()
+                embeddings = self.encode(method, [image]) if method == "official" else self.encode(method, images)
+                sync(self.device)
+                encoder += time.perf_counter() - begin
+            if k == 0:
+                mark()
+            embedding = embeddings[0] if method == "official" else embeddings[k]
+            label, found = np.full(image.shape[:2], IGNORE, dtype=np.uint8), []
+            self.objects(method, image, embedding, image_objects, label, found)
+            self.finish(method, image, found)
+        return {"seconds": time.perf_counter() - start, "encoder_s": encoder}
 
 
-@torch.inference_mode()
-def run_official(sam: LoadedSam, images, objects) -> dict:
-    """SamPredictor per image, chunks of 20 boxes, full-size masks, painted one by one."""
-    device = str(sam.model.device)
-    start = time.perf_counter()
-    predictor = SamPredictor(sam.model)
-    for image, image_objects in zip(images, objects):
-        predictor.set_image(image)
-        boxes = np.array([o.hbox for o in image_objects])
-        classes = [o.class_id for o in image_objects]
-        painted = []
-        for i in range(0, len(boxes), OFFICIAL_CHUNK):
-            box_t = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes[i : i + OFFICIAL_CHUNK], device=device), image.shape[:2])
-            masks, _, _ = predictor.predict_torch(None, None, box_t.float(), multimask_output=False)
-            painted.extend(masks[:, 0].cpu().numpy())
-        label = np.full(image.shape[:2], IGNORE, dtype=np.uint8)
-        for i in np.argsort([-m.sum() for m in painted], kind="stable"):
-            label[painted[i]] = classes[i]
-    sync(device)
-    return {"seconds": time.perf_counter() - start}
-
-
-@torch.inference_mode()
-def run_floor(sam: LoadedSam, images, objects, chunk_size: int) -> dict:
-    """Image encoder + prompt encoder + SAM's MaskDecoder for the same prompts: nothing else."""
-    model = sam.model
-    engine = SamEngine(model, PromptSpec(["hbox"]), chunk_size=chunk_size)
-    start = time.perf_counter()
-    embeddings = engine.encode(images)
-    for embedding, image, image_objects in zip(embeddings, images, objects):
-        prompts = build_prompts(engine.prompt, image_objects, engine.frame(*image.shape[:2]))
-        for i in range(0, len(image_objects), chunk_size):
-            _, boxes, _ = prompts.encoder_inputs(np.arange(i, min(i + chunk_size, len(image_objects))), model.device)
-            sparse, dense = model.prompt_encoder(points=None, boxes=boxes, masks=None)
-            model.mask_decoder(embedding[None], model.prompt_encoder.get_dense_pe(), sparse, dense, False)
-    sync(str(model.device))
-    return {"seconds": time.perf_counter() - start}
+def time_interleaved(sam: LoadedSam, n: int, args: argparse.Namespace) -> dict:
+    """Encoder passes alternated, then the per-object stage of the three methods interleaved by slices."""
+    labeling = Labeling(sam, args.chunk_size)
+    image, objects = make_scene(n, args.size, seed=n)
+    for method in METHODS:  # warm-up
+        labeling.run(method, [image], [objects[:4]])
+    encoder_runs: dict[str, list[float]] = {"samrs": [], "official": []}
+    for _ in range(2):
+        for method in encoder_runs:
+            start = time.perf_counter()
+            labeling.encode(method, [image])
+            encoder_runs[method].append(time.perf_counter() - start)
+    (embedding,) = labeling.encode("samrs", [image])
+    labeling.engine.stopwatch.seconds.clear()
+    label, found = np.full(image.shape[:2], IGNORE, dtype=np.uint8), []
+    stage = dict.fromkeys(METHODS, 0.0)
+    for k, start in enumerate(range(0, n, SLICE)):
+        part = objects[start : start + SLICE]
+        for method in METHODS[k % 3 :] + METHODS[: k % 3]:
+            begin = time.perf_counter()
+            labeling.objects(method, image, embedding, part, label, found)
+            stage[method] += time.perf_counter() - begin
+    begin = time.perf_counter()
+    labeling.finish("samrs", image, found)
+    stage["samrs"] += time.perf_counter() - begin
+    encoder = min(min(r) for r in encoder_runs.values())
+    return {
+        "encoder_s": encoder,
+        "encoder_runs_s": encoder_runs,
+        "per_object_stage_s": stage,
+        "seconds": {m: encoder + stage[m] for m in METHODS},
+        "samrs_stages_s": dict(labeling.engine.stopwatch.seconds),
+    }
 
 
 def _memory_kb(field: str) -> int:
@@ -141,49 +205,61 @@ def _memory_kb(field: str) -> int:
     raise KeyError(field)
 
 
-def child(method: str, n: int, args: argparse.Namespace) -> dict:
-    """One measured run in this (fresh) process: a warm-up with a few boxes, then the real one."""
+def memory_child(method: str, n: int, args: argparse.Namespace) -> dict:
+    """One fresh-process run: warm-up with a few boxes, then VmHWM above the RSS before the run
+    ("peak_mb", encoder included) and above the RSS after the encoder ("stage_peak_mb")."""
     torch.manual_seed(0)
-    sam = build_model(args.model, "cpu")
-    run = {
-        "samrs": lambda im, ob: run_samrs(sam, im, ob, args.chunk_size, "fp32"),
-        "official": lambda im, ob: run_official(sam, im, ob),
-        "floor": lambda im, ob: run_floor(sam, im, ob, args.chunk_size),
-    }[method]
+    labeling = Labeling(build_model(args.model, "cpu"), args.chunk_size)
     image, objects = make_scene(n, args.size, seed=n)
-    run([image], [objects[:4]])
+    labeling.run(method, [image], [objects[:4]])
+    marks: dict[str, int] = {}
+
+    def mark() -> None:
+        marks["run_peak"] = _memory_kb("VmHWM")
+        marks["stage_base"] = _memory_kb("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")
+
     baseline = _memory_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    out = run([image], [objects])
-    out["peak_mb"] = (_memory_kb("VmHWM") - baseline) / 1024
+    out = labeling.run(method, [image], [objects], mark)
+    stage_peak = _memory_kb("VmHWM")
+    out["peak_mb"] = (max(marks["run_peak"], stage_peak) - baseline) / 1024
+    out["stage_peak_mb"] = (stage_peak - marks["stage_base"]) / 1024
     return out
 
 
 def cpu_mode(args: argparse.Namespace) -> dict:
     figures: dict = {"mode": "cpu", "model": args.model, "size": args.size, "chunk_size": args.chunk_size, "runs": {}}
+    sam = build_model(args.model, "cpu")
     for n in args.boxes:
-        methods = ["samrs", "floor"] + ([] if n > args.official_max else ["official"])
-        for method in methods:
-            command = [sys.executable, __file__, "--child", method, str(n), "--model", args.model,
+        timing = time_interleaved(sam, n, args)
+        memory = {}
+        for method in args.memory_methods if n <= args.memory_max else ():
+            command = [sys.executable, __file__, "--memory-child", method, str(n), "--model", args.model,
                        "--size", str(args.size), "--chunk-size", str(args.chunk_size)]
             done = subprocess.run(command, check=True, capture_output=True, text=True)
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            figures["runs"].setdefault(str(n), {})[method] = result
-            print(f"N={n:5d} {method:8s} {result['seconds']:8.2f} s  peak +{result['peak_mb']:7.1f} MB", flush=True)
-        report_cpu(n, figures["runs"][str(n)])
+            memory[method] = json.loads(done.stdout.strip().splitlines()[-1])
+        figures["runs"][str(n)] = {"time": timing, "memory": memory}
+        report_cpu(n, timing, memory)
+        if args.json:  # after every N, so a long run that is stopped keeps what it measured
+            args.json.write_text(json.dumps(figures, indent=2))
     return figures
 
 
-def report_cpu(n: int, runs: dict) -> None:
-    samrs = runs["samrs"]
-    stages = samrs["stages"]
-    model = stages.get("encoder", 0) + stages.get("decoder", 0) + stages.get("masks", 0)
-    other = samrs["seconds"] - model
-    line = f"N={n}: samrs/floor {samrs['seconds'] / runs['floor']['seconds']:.2f}"
-    if "official" in runs:
-        line += f", samrs/official {samrs['seconds'] / runs['official']['seconds']:.2f}"
-    line += f", outside SAM's modules {other:.2f} s = {100 * other / samrs['seconds']:.1f}% of samrs"
-    print(line + "  stages: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()), flush=True)
+def report_cpu(n: int, timing: dict, memory: dict) -> None:
+    seconds, stage, stages = timing["seconds"], timing["per_object_stage_s"], timing["samrs_stages_s"]
+    print(f"N={n}: encoder {timing['encoder_s']:.2f} s (runs {timing['encoder_runs_s']}); "
+          + ", ".join(f"{m} {seconds[m]:.2f} s (per-object {stage[m]:.2f} s)" for m in METHODS))
+    model = timing["encoder_s"] + stages.get("decoder", 0) + stages.get("masks", 0)
+    other = seconds["samrs"] - model
+    print(f"  samrs/official {seconds['samrs'] / seconds['official']:.2f} (per-object stage "
+          f"{stage['samrs'] / stage['official']:.2f}), samrs/floor {seconds['samrs'] / seconds['floor']:.2f}, "
+          f"samrs outside its model compute {other:.2f} s = {100 * other / seconds['samrs']:.1f}%")
+    print("  samrs stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()))
+    for method, r in memory.items():
+        print(f"  memory {method:8s}: peak +{r['peak_mb']:7.1f} MB, per-object stage +{r['stage_peak_mb']:7.1f} MB "
+              f"(fresh-process run {r['seconds']:.1f} s)")
+    sys.stdout.flush()
 
 
 def gpu_mode(args: argparse.Namespace) -> dict:
@@ -193,17 +269,14 @@ def gpu_mode(args: argparse.Namespace) -> dict:
     images = [rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8) for _ in range(args.images)]
     objects = [make_objects(args.boxes_per_image, args.size, rng) for _ in images]
     figures: dict = {"mode": "gpu", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                     "model": args.model, "images": args.images, "boxes_per_image": args.boxes_per_image, "runs": {}}
-    runs = {
-        "samrs_bf16": lambda im, ob: run_samrs(sam, im, ob, args.chunk_size, "bf16"),
-        "samrs_fp32": lambda im, ob: run_samrs(sam, im, ob, args.chunk_size, "fp32"),
-        "official_fp32": lambda im, ob: run_official(sam, im, ob),
-    }
-    for name, run in runs.items():
-        run(images[:1], [objects[0][:8]])  # warm-up
+                     "model": args.model, "images": args.images, "boxes_per_image": args.boxes_per_image,
+                     "chunk_size": args.chunk_size, "runs": {}}
+    for name, method, precision in (("samrs_bf16", "samrs", "bf16"), ("samrs_fp32", "samrs", "fp32"), ("official_fp32", "official", "fp32")):
+        labeling = Labeling(sam, args.chunk_size, precision)
+        labeling.run(method, images[:1], [objects[0][:8]])  # warm-up
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        result = run(images, objects)
+        result = labeling.run(method, images, objects)
         result["images_per_s"] = len(images) / result["seconds"]
         if device == "cuda":
             result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -222,29 +295,32 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="vit_b/vit_l/vit_h (random weights) or tiny")
     parser.add_argument("--size", type=int, default=1024, help="image side in pixels")
     parser.add_argument("--boxes", type=int, nargs="+", default=[50, 500, 2000], help="CPU mode: box counts N")
-    parser.add_argument("--official-max", type=int, default=10**9, help="CPU mode: skip the official run above this N")
-    parser.add_argument("--chunk-size", type=int, default=64, help="samrs prompts per decoder chunk")
+    parser.add_argument("--memory-max", type=int, default=10**9, help="CPU mode: no fresh-process memory runs above this N")
+    parser.add_argument("--memory-methods", nargs="+", default=["samrs", "official"], choices=METHODS, help="CPU mode")
+    parser.add_argument("--chunk-size", type=int, default=None, help="samrs prompts per decoder chunk (CPU 64, GPU 128)")
     parser.add_argument("--images", type=int, default=16, help="GPU mode: images")
     parser.add_argument("--boxes-per-image", type=int, default=100, help="GPU mode: boxes per image")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
-    parser.add_argument("--child", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.smoke:
         args.model = args.model or "tiny"
         args.boxes = [8, 24] if args.boxes == parser.get_default("boxes") else args.boxes
         args.images, args.boxes_per_image = 2, 10
     args.model = args.model or ("vit_h" if args.gpu else "vit_b")
+    args.chunk_size = args.chunk_size or (128 if args.gpu and not args.smoke else 64)
     return args
 
 
 def main() -> None:
     args = parse_args()
-    if args.child:
-        print(json.dumps(child(args.child[0], int(args.child[1]), args)))
+    if args.memory_child:
+        print(json.dumps(memory_child(args.memory_child[0], int(args.memory_child[1]), args)))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model} (random weights)")
     figures = gpu_mode(args) if args.gpu else cpu_mode(args)
     figures["torch"] = torch.__version__
+    figures["threads"] = torch.get_num_threads()
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

@@ -49,7 +49,7 @@ from samrs.utils.io import read_rgb, remove_partial_files, write_json
 SETTINGS_FILE = ".samrs_run.json"
 # Labeler meta that a resumed run may change: where the checkpoint file lies and how many prompts or
 # images go through the model at once (e.g. smaller after running out of memory) leave masks alone.
-NOT_DECIDING = ("checkpoint", "chunk_size", "encoder_batch_size")
+NOT_DECIDING = ("checkpoint", "chunk_size", "encoder_batch_size", "max_window_pixels")
 
 
 class UsageError(ValueError):

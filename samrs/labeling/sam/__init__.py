@@ -1,0 +1,1 @@
+"""SAM labeling engine: builds, prompts, frames, the re-arranged decoder, the engine and SamLabeler."""

@@ -1,6 +1,7 @@
-"""SAM's mask decoder, evaluated in a cheaper but exactly equivalent order.
+"""SAM's mask decoder, evaluated in a cheaper, mathematically equivalent order.
 
-Uses segment-anything's own modules and weights; only the order of the arithmetic changes:
+Uses segment-anything's own modules and weights; only the order of the arithmetic changes, so the
+results equal SAM's up to float rounding:
 
 1. Image-side inputs shared by a chunk. With no mask prompt, the dense prompt embedding is the same
    `no_mask_embed` for every prompt, so the image tokens entering the transformer, and the first
@@ -11,7 +12,8 @@ Uses segment-anything's own modules and weights; only the order of the arithmeti
    projecting 4096 keys and values: q.(W_k x + b_k) = (W_k^T q).x + const (the constant is the same
    for every key, which softmax ignores), and attn @ (W_v x + b_v) = W_v (attn @ x) + b_v (attention
    rows sum to 1). Image -> token attention folds W_q into the token keys and the output
-   projection into the token values. Per prompt this is ~0.4 GMAC instead of ~0.9 GMAC (vit_h).
+   projection into the token values. Per prompt this is ~0.4 GMAC instead of ~0.9 GMAC (the
+   decoder is the same for vit_h, vit_l and vit_b).
 3. Masks only in a window. The output upscaling (ConvTranspose2d, LayerNorm2d, GELU,
    ConvTranspose2d, GELU) maps each 64x64 cell to its own 4x4 low-res block, and the hypernetwork
    product is per pixel, so both run on the cells under an object's window only (as per-cell
@@ -111,12 +113,13 @@ def _block(layer: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, query_pe:
 
 @torch.no_grad()
 def decode_tokens(
-    sam: Sam, image_embedding: Tensor, sparse: Tensor, dense: Tensor | None
+    sam: Sam, image_embedding: Tensor, image_pe: Tensor, sparse: Tensor, dense: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     """SAM's two-way transformer for a chunk of prompts on one image.
 
-    image_embedding (1, C, h, w); sparse (B, T', C) from the prompt encoder; dense (B, C, h, w) mask
-    prompt embeddings, or None for no mask prompt (then the shared `no_mask_embed` is used).
+    image_embedding (1, C, h, w); image_pe (1, C, h, w) = prompt_encoder.get_dense_pe(); sparse
+    (B, T', C) from the prompt encoder; dense (B, C, h, w) mask prompt embeddings, or None for no
+    mask prompt (then the shared `no_mask_embed` is used).
     Returns the output tokens (B, T, C) and the image tokens (B, h*w, C), as MaskDecoder.predict_masks
     has them after `self.transformer`.
     """
@@ -128,7 +131,7 @@ def decode_tokens(
     if dense is None:
         dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
     keys = (image_embedding + dense).flatten(2).transpose(1, 2)  # (1 or B, N, C)
-    key_pe = sam.prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2)
+    key_pe = image_pe.flatten(2).transpose(1, 2)
     queries = tokens
     for layer in transformer.layers:
         queries, keys = _block(layer, queries, keys, tokens, key_pe)
@@ -213,4 +216,5 @@ def window_logits(
     logits = _upscaled_logits(sam, window.view(len(batch), *cell_shape, channels), hyper[batch])
     along_rows = _taps_matrix(*row_taps, logits.shape[1])  # (b, oh, 4r)
     along_cols = _taps_matrix(*col_taps, logits.shape[2])  # (b, ow, 4c)
-    return along_rows @ logits @ along_cols.transpose(1, 2)
+    with torch.autocast(logits.device.type, enabled=False):  # fp32 logits decide the threshold
+        return along_rows @ logits @ along_cols.transpose(1, 2)

@@ -164,9 +164,8 @@ class SamEngine:
         embedding: torch.Tensor,
         frame: SamFrame,
         objects: Sequence[ObjectRecord],
-        object_indices: Sequence[int] | None = None,
     ) -> list[InstanceMask]:
-        """One InstanceMask per object of one image (embedding (1, C, h, w) from `encode`)."""
+        """One InstanceMask per object of one image (embedding (1, C, h, w) from `encode`), in order."""
         if not objects:
             return []
         with self.stopwatch("prompts"):
@@ -174,15 +173,18 @@ class SamEngine:
             kept, computed = self.regions(objects, frame)
             windows = _Windows(frame, computed, self.embedding_side, self.device)
             order = np.argsort(windows.pixels, kind="stable")  # similar sizes share a chunk
+            image_pe = self.sam.prompt_encoder.get_dense_pe()
         results: list[InstanceMask | None] = [None] * len(objects)
-        indices = list(range(len(objects))) if object_indices is None else list(object_indices)
         for start in range(0, len(objects), self.chunk_size):
             chunk = order[start : start + self.chunk_size]
-            with self.stopwatch("decoder"), self.autocast():
+            with self.stopwatch("decoder"):
                 points, boxes, masks = prompts.encoder_inputs(chunk, self.device)
+                # Prompt and positional encodings (sin/cos of coordinates) stay fp32; they are cheap.
                 sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
-                tokens, image_tokens = decode_tokens(self.sam, embedding, sparse, dense if masks is not None else None)
-                _, scores, hyper = choose_masks(self.sam, tokens, self.multimask)
+                with self.autocast():
+                    dense = dense if masks is not None else None
+                    tokens, image_tokens = decode_tokens(self.sam, embedding, image_pe, sparse, dense)
+                    _, scores, hyper = choose_masks(self.sam, tokens, self.multimask)
                 scores = scores.float().cpu().numpy()
             for part in windows.batches(chunk, self.max_window_pixels):
                 with self.stopwatch("masks"), self.autocast():
@@ -197,7 +199,7 @@ class SamEngine:
                             mask=mask,
                             x0=x0,
                             y0=y0,
-                            object_index=indices[i],
+                            object_index=int(i),
                             class_id=objects[i].class_id,
                             score=float(scores[j]),
                             prompt=self.prompt.name,
