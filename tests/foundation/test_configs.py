@@ -21,7 +21,7 @@ PRIMARY = [p.stem for p in sorted(CONF.glob("*.yaml"))]
 # Values a primary config requires from the user (`???`), given so that composing can resolve.
 REQUIRED = {
     "evaluate": ["ckpt_path=/nonexistent/run"],
-    "label": ["source=dota", "labeler=polygon_fill", "source.root=/nonexistent", "output_dir=/nonexistent/out"],
+    "label": ["source=dota", "source.root=/nonexistent", "output_dir=/nonexistent/out"],
 }
 SKIP_GROUPS = {"hydra", "local"}
 
