@@ -74,7 +74,6 @@ class FinetuneDataModule(SAMRSDataModule):
         check_fraction(fraction)
         self.fraction, self.fraction_seed = fraction, fraction_seed
         self.generator = generate
-        self.tiles: list[Tile] = []
 
     @property
     def metric_exclude(self) -> dict[str, list[int]]:
@@ -134,8 +133,8 @@ class FinetuneDataModule(SAMRSDataModule):
         kept = set(usable)
         tiles = [Tile(name, scene, Window(*window)) for name, scene, *window in json.loads(path.read_text())["tiles"]
                  if scene in kept]
-        self.tiles = select_fraction(tiles, self.fraction, self.fraction_seed)
-        return [t.name for t in self.tiles], TileReader(cache.reader, self.tiles)
+        chosen = select_fraction(tiles, self.fraction, self.fraction_seed)
+        return [t.name for t in chosen], TileReader(cache.reader, chosen)
 
 
 def _split_layout(split: str, shared: dict[str, Any], spec: dict[str, Any]) -> SubsetLayout:
