@@ -59,12 +59,22 @@ ISAID = (
     "ground-track-field", "bridge", "large-vehicle", "small-vehicle", "helicopter",
     "swimming-pool", "roundabout", "soccer-ball-field", "plane", "harbor",
 )
-# ISPRS Potsdam as mmseg's converter writes it (0 = clutter, ignored in training and testing).
-POTSDAM = ("clutter", "impervious-surface", "building", "low-vegetation", "tree", "car")
+# ... with the background (black in the colour masks) as class 0, trained and left out of the means
+# (the official SAMRS fine-tuning code; mmseg's iSAIDDataset has the same 16 classes).
+ISAID_WITH_BACKGROUND = ("background", *ISAID)
+BACKGROUND_COLOR = (0, 0, 0)
+# ISPRS Potsdam: the 5 classes of the paper's fine-tuning (clutter ignored in training and testing),
+# in mmseg's order; POTSDAM_WITH_CLUTTER is mmseg's 6-class setting.
+POTSDAM = ("impervious-surface", "building", "low-vegetation", "tree", "car")
+POTSDAM_WITH_CLUTTER = (*POTSDAM, "clutter")
+# The ISPRS colour coding of the label TIFFs; the noBoundary labels also paint eroded borders black.
 POTSDAM_COLORS = {
     "impervious-surface": (255, 255, 255), "building": (0, 0, 255), "low-vegetation": (0, 255, 255),
     "tree": (0, 255, 0), "car": (255, 255, 0), "clutter": (255, 0, 0),
 }
+# Label values as mmseg's converter (tools/dataset_converters/potsdam.py) writes them: 0 for black
+# (boundary) and any colour it does not know, then the six colours; None: no class (ignored).
+MMSEG_POTSDAM_VALUES = (None, "impervious-surface", "building", "low-vegetation", "tree", "car", "clutter")
 
 
 def normalize_name(name: str) -> str:
@@ -119,12 +129,17 @@ SUBSETS: dict[str, SubsetClasses] = {
     "fast": SubsetClasses("fast", FAST),
     "hrsc2016": SubsetClasses("hrsc2016", HRSC),
     "isaid": SubsetClasses("isaid", ISAID, tuple(ISAID_COLORS[n] for n in ISAID)),
+    "isaid_with_background": SubsetClasses("isaid_with_background", ISAID_WITH_BACKGROUND,
+                                           (BACKGROUND_COLOR, *(ISAID_COLORS[n] for n in ISAID))),
     "potsdam": SubsetClasses("potsdam", POTSDAM, tuple(POTSDAM_COLORS[n] for n in POTSDAM)),
+    "potsdam_with_clutter": SubsetClasses("potsdam_with_clutter", POTSDAM_WITH_CLUTTER,
+                                          tuple(POTSDAM_COLORS[n] for n in POTSDAM_WITH_CLUTTER)),
 }
 
 
 def subset_classes(name: str) -> SubsetClasses:
-    """The class list of a subset by name (sota, sior, fast, hrsc2016, isaid, potsdam)."""
+    """The class list of a subset by name (sota, sior, fast, hrsc2016, isaid, isaid_with_background,
+    potsdam, potsdam_with_clutter)."""
     try:
         return SUBSETS[name.lower()]
     except KeyError:

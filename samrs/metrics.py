@@ -7,12 +7,17 @@ the means (their IoU is NaN, not 0, which torchmetrics' per-class output would r
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from samrs.classes import IGNORE_INDEX
+from samrs.utils.io import write_json, write_text
+
+SCORES_JSON, SCORES_MD = "metrics.json", "metrics.md"
 
 
 def scores_from_confusion(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -47,8 +52,9 @@ def scores_from_confusion(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
 class SegmentationMetrics(MulticlassConfusionMatrix):
     """torchmetrics' confusion matrix (DDP-synchronised) that reports mmseg-style scores.
 
-    `exclude` lists class ids left out of the means (e.g. Potsdam's clutter, whose pixels are also
-    mapped to the ignore index); their per-class values are still reported.
+    `exclude` lists class ids left out of the means and of OA, which then counts the pixels labelled
+    with the other classes (iSAID's background, as the official SAMRS code); their per-class values
+    are still reported.
     """
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, exclude: Sequence[int] = ()) -> None:
@@ -62,12 +68,15 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         super().update(preds, target)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        scores = scores_from_confusion(super().compute())
+        confmat = super().compute().double()
+        scores = scores_from_confusion(confmat)
         if self.exclude:
-            keep = torch.ones(self.num_classes, dtype=torch.bool, device=scores["IoU"].device)
+            keep = torch.ones(self.num_classes, dtype=torch.bool, device=confmat.device)
             keep[self.exclude] = False
             for per_class, mean in (("IoU", "mIoU"), ("F1", "mF1"), ("Acc", "mAcc")):
                 scores[mean] = scores[per_class][keep].nanmean()
+            labelled = confmat.sum(dim=1)[keep].sum()
+            scores["OA"] = confmat.diag()[keep].sum() / labelled if labelled > 0 else labelled.new_tensor(float("nan"))
         return scores
 
 
@@ -90,3 +99,13 @@ def scores_table(scores: Mapping[str, Mapping[str, Any]], class_names: Mapping[s
 def _percent(value: float | None) -> str:
     """'-' for a class absent from label and prediction (NaN), else a percentage."""
     return "-" if value is None or value != value else f"{100 * value:.2f}"
+
+
+def write_scores(directory: str | os.PathLike, scores: Mapping[str, Mapping[str, Any]],
+                 class_names: Mapping[str, Sequence[str]], **info: Any) -> Path:
+    """metrics.json ({**info, "scores", "class_names"}) and metrics.md (`scores_table`) in `directory`,
+    as the training job (its final validation) and samrs.evaluate write them; returns the JSON path."""
+    directory = Path(directory)
+    write_json(directory / SCORES_JSON, {**info, "scores": scores, "class_names": dict(class_names)})
+    write_text(directory / SCORES_MD, scores_table(scores, class_names))
+    return directory / SCORES_JSON

@@ -7,7 +7,6 @@ markdown. See docs/label_quality.md.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from samrs.labeling.quality.table import Table, build_tables, find_runs, render_csv, render_markdown
 from samrs.utils.hydra import samrs_main
 from samrs.utils.io import write_text
-from samrs.utils.runs import apply_extras
+from samrs.utils.runs import run_collector
 
 
 def collect(cfg: DictConfig) -> list[Table]:
@@ -33,12 +32,7 @@ def collect(cfg: DictConfig) -> list[Table]:
 
 @samrs_main("quality_table")
 def main(cfg: DictConfig) -> None:
-    apply_extras(cfg)
-    try:
-        collect(cfg)
-    except (FileNotFoundError, ValueError) as err:
-        print(err, file=sys.stderr)
-        sys.exit(2)
+    run_collector(collect, cfg)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ experiment config decides which. Returns the optimised metric for Hydra sweepers
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -15,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from samrs.callbacks import ExportPretrained
+from samrs.metrics import write_scores
 from samrs.models import check_input_sizes
 from samrs.utils.hydra import samrs_main
 from samrs.utils.loggers import previous_wandb_id
@@ -46,10 +48,23 @@ def fill_heads_from_data(cfg: DictConfig, datamodule: Any) -> None:
                 )
         if cfg.model.get("class_names") is None:
             cfg.model.class_names = datamodule.class_names
+        if cfg.model.get("metric_exclude") is None:
+            cfg.model.metric_exclude = datamodule.metric_exclude
 
 
-# Crop sizes the model must take, checked before training (samrs.models.check_input_sizes).
-CROP_SIZE_KEYS = ("data.train_transform.crop_size", "data.val_transform.crop_size")
+def check_start(cfg: DictConfig) -> None:
+    """The weight file a `start` names must exist (before data or model are built)."""
+    start = cfg.get("start")
+    path = start.get("checkpoint") if start is not None else None
+    if path and not Path(path).is_file():
+        hint = (f"; run the pre-training first (python -m samrs.train experiment=sep_{cfg.get('model_key')}"
+                f"{' start=imp' if start.key == 'imp_sep' else ' start=rsp' if start.key == 'rsp_sep' else ''})"
+                if start.key.endswith("sep") else "")
+        raise FileNotFoundError(f"start={start.key}: no weight file {path} (set start.checkpoint=FILE{hint})")
+
+
+# Crop and window sizes the model must take, checked before training (samrs.models.check_input_sizes).
+CROP_SIZE_KEYS = ("data.train_transform.crop_size", "data.val_transform.crop_size", "model.inference.window")
 
 
 def crop_sizes(cfg: DictConfig) -> dict[str, int]:
@@ -88,6 +103,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path is None and cfg.get("train"):
         rank_zero_only(keep_previous_checkpoints)(output_dir)
 
+    check_start(cfg)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     fill_heads_from_data(cfg, datamodule)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
@@ -107,6 +123,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     if cfg.get("validate_best") and trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path:
         trainer.validate(model, datamodule=datamodule, ckpt_path="best")
+    scores = getattr(model, "last_val_scores", None)
+    if scores and trainer.is_global_zero:  # the last validation's per-class scores (finetune_table reads them)
+        write_scores(output_dir, scores, model.class_names, step=trainer.global_step,
+                     checkpoint="best" if cfg.get("validate_best") else "last")
     report(trainer, metrics)
     return metrics
 

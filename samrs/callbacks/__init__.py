@@ -1,8 +1,9 @@
-"""Lightning callbacks of the training job: pre-trained weight export, validation images and
-per-class score tables."""
+"""Lightning callbacks of the training and evaluation jobs: pre-trained weight export, validation
+images, per-class score tables and prediction PNGs."""
 
 from samrs.callbacks.export import ExportPretrained
 from samrs.callbacks.images import LogValidationImages
+from samrs.callbacks.predictions import SavePredictions
 from samrs.callbacks.tables import ValidationTables
 
-__all__ = ["ExportPretrained", "LogValidationImages", "ValidationTables"]
+__all__ = ["ExportPretrained", "LogValidationImages", "SavePredictions", "ValidationTables"]

@@ -42,12 +42,14 @@ class LogValidationImages(Callback):
     """At every validation, the first `num_images` images of each subset's first batch as panels
     [image | truth | prediction]: PNG files under `dirpath/step<step>/`, native mask overlays in
     wandb, images in TensorBoard. Rank zero only; skipped in the sanity check. `mean`, `std`: the
-    data's normalisation, to show the images as they were read."""
+    data's normalisation, to show the images as they were read. `max_side`: larger images (whole
+    scenes of sliding-window validation) are shrunk to this side first (null: never)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], dirpath: str | None = None, num_images: int = 4,
-                 alpha: float = 0.5) -> None:
+                 alpha: float = 0.5, max_side: int | None = None) -> None:
         self.dirpath = Path(dirpath) if dirpath else None
         self.num_images, self.alpha, self.mean, self.std = num_images, alpha, tuple(mean), tuple(std)
+        self.max_side = max_side
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -55,9 +57,10 @@ class LogValidationImages(Callback):
             return
         subset = pl_module.subsets[dataloader_idx]
         n = min(self.num_images, len(batch["image"]))
-        images = to_uint8_images(batch["image"][:n], self.mean, self.std)
-        truths = batch["mask"][:n].cpu().numpy().astype(np.uint8)
-        preds = outputs["pred"][:n].cpu().numpy().astype(np.uint8)
+        images, truths, preds = self._shrunk(batch["image"][:n], batch["mask"][:n], outputs["pred"][:n])
+        images = to_uint8_images(images, self.mean, self.std)
+        truths = truths.cpu().numpy().astype(np.uint8)
+        preds = preds.cpu().numpy().astype(np.uint8)
         names = list(batch.get("name", [str(i) for i in range(n)]))[:n]
         classes = pl_module.class_names.get(subset) or [str(i) for i in range(pl_module.net.num_classes[subset])]
         palette = palette_of(subset, len(classes))
@@ -75,3 +78,14 @@ class LogValidationImages(Callback):
                 logger.log_image(f"val/images/{subset}", list(images), masks=masks, caption=names)
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_images(f"val/images/{subset}", np.stack(panels), step, dataformats="NHWC")
+
+    def _shrunk(self, images: torch.Tensor, truths: torch.Tensor, preds: torch.Tensor):
+        """Images (bilinear) and masks (nearest) with their longer side at most `max_side`."""
+        side = max(images.shape[2:])
+        if self.max_side is None or side <= self.max_side:
+            return images, truths, preds
+        size = [max(1, round(d * self.max_side / side)) for d in images.shape[2:]]
+        images = torch.nn.functional.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
+        truths, preds = (torch.nn.functional.interpolate(m[:, None].float(), size=size, mode="nearest-exact")[:, 0].long()
+                         for m in (truths, preds))
+        return images, truths, preds

@@ -4,6 +4,9 @@ Built in `prepare_data` by a process pool; an image is re-encoded only when its 
 changed (size or mtime) or the codec settings changed, so a second run costs a stat per file. The
 manifest records, per name, the source stamps and either the image size or the problem found
 (missing file, undecodable file, sizes that disagree, label values that are not class ids or 255).
+Labels are read by `read_labels` (default: single-channel class ids); a decoder of another coding
+(samrs.data.labels) carries a `key` that is part of the cache directory's name and of every stamp,
+so labels decoded another way are never mixed up.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from rich.progress import track
 
 from samrs.data.blocks import BlockCodec, BlockFile, write_block_file
 from samrs.data.layout import SubsetLayout
-from samrs.data.readers import BlockReader, load_pair
+from samrs.data.readers import BlockReader, LabelReader, load_pair
 from samrs.sources.base import BadInputError, Problem
-from samrs.utils.io import write_json
+from samrs.utils.io import read_label, write_json
 from samrs.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -48,25 +51,33 @@ class SubsetCache:
     layout: SubsetLayout
     num_classes: int
     codec: BlockCodec
+    read_labels: LabelReader = read_label
 
     @classmethod
     def create(cls, cache_dir: str | Path, subset: str, root: str | Path, layout: SubsetLayout,
-               num_classes: int, codec: BlockCodec) -> SubsetCache:
-        """One cache directory per (subset, resolved root, file folders and suffixes): two roots never
-        share blocks, and other split files reuse the same blocks."""
+               num_classes: int, codec: BlockCodec, read_labels: LabelReader = read_label) -> SubsetCache:
+        """One cache directory per (subset, resolved root, file folders, prefixes and suffixes, label
+        coding): two roots never share blocks, and other split files reuse the same blocks."""
         root = Path(root).resolve()
         files = [layout.image_dir, layout.label_dir, layout.image_suffix, layout.label_suffix]
-        key = hashlib.sha1(json.dumps([str(root), *files]).encode())
-        return cls(Path(cache_dir) / f"{subset}-{key.hexdigest()[:10]}", root, layout, num_classes, codec)
+        prefixes = [layout.image_prefix, layout.label_prefix]
+        extra = [prefixes] if any(prefixes) else []  # (keeps the directories of caches built before)
+        labels = getattr(read_labels, "key", None)
+        extra += [labels] if labels is not None else []
+        key = hashlib.sha1(json.dumps([str(root), *files, *extra]).encode())
+        return cls(Path(cache_dir) / f"{subset}-{key.hexdigest()[:10]}", root, layout, num_classes, codec,
+                   read_labels)
 
     @property
     def reader(self) -> BlockReader:
         return BlockReader(self.directory / "blocks")
 
     def stamps(self, name: str) -> dict[str, Any]:
-        return {"image": _stamp(self.layout.image_path(self.root, name)),
-                "label": _stamp(self.layout.label_path(self.root, name)),
-                "codec": asdict(self.codec)}
+        stamp = {"image": _stamp(self.layout.image_path(self.root, name)),
+                 "label": _stamp(self.layout.label_path(self.root, name)),
+                 "codec": asdict(self.codec)}
+        labels = getattr(self.read_labels, "key", None)
+        return stamp if labels is None else {**stamp, "labels": labels}
 
     def manifest(self) -> dict[str, dict[str, Any]]:
         """name -> {"stamp", "shape"} or {"stamp", "problem"}; empty before the first build."""
@@ -109,7 +120,7 @@ class SubsetCache:
         except (OSError, ValueError, KeyError):
             pass  # absent, stale or damaged: rebuild it
         try:
-            image, label = load_pair(self.root, self.layout, name, self.num_classes)
+            image, label = load_pair(self.root, self.layout, name, self.num_classes, self.read_labels)
         except BadInputError as err:
             target.unlink(missing_ok=True)
             return name, {"stamp": stamp, "problem": err.problem.to_dict()}

@@ -33,7 +33,7 @@ from samrs.data.cache import SubsetCache, problems_of
 from samrs.data.dataset import MultiSubsetDataset, SegmentationDataset
 from samrs.data.layout import SubsetLayout, missing_files
 from samrs.data.readers import FileReader
-from samrs.data.transforms import train_transform, val_transform
+from samrs.data.transforms import train_transform, val_transform, whole_transform
 from samrs.sources.base import Problem
 from samrs.utils.logging import get_logger
 
@@ -41,6 +41,7 @@ log = get_logger(__name__)
 
 SPLITS = ("train", "val")
 ON_ERROR = ("raise", "skip")
+VAL_MODES = ("crop", "whole")
 
 
 def _plain(cfg: Any) -> Any:
@@ -67,6 +68,9 @@ class SAMRSDataModule(L.LightningDataModule):
     (lossless by default) that lets a crop decode only the pixels under it.
     `on_error`: "raise" stops at bad files with a list of them; "skip" leaves them out and logs a count.
     `generate`: write generated scenes into each subset's root in `prepare_data` (the demo data).
+    `val_mode`: "crop" validates on `val_transform`'s centre crops (paper A.5); "whole" on whole
+    images, one per batch, for sliding-window inference (the task's `inference`, samrs.evaluate).
+    `val_split`: the split validated on (samrs.evaluate split=...).
     """
 
     def __init__(
@@ -85,6 +89,8 @@ class SAMRSDataModule(L.LightningDataModule):
         train_transform: Mapping[str, Any] | None = None,
         val_transform: Mapping[str, Any] | None = None,
         generate: Mapping[str, Any] | None = None,
+        val_mode: str = "crop",
+        val_split: str = "val",
     ) -> None:
         super().__init__()
         # A subset set to null is left out (data.subsets.sior=null trains without SIOR).
@@ -93,6 +99,9 @@ class SAMRSDataModule(L.LightningDataModule):
             raise ValueError("data.subsets is empty: name at least one subset")
         if on_error not in ON_ERROR:
             raise ValueError(f"data.on_error={on_error!r}; choose one of {', '.join(ON_ERROR)}")
+        if val_mode not in VAL_MODES:
+            raise ValueError(f"data.val_mode={val_mode!r}; choose one of {', '.join(VAL_MODES)}")
+        self.val_mode, self.val_split = val_mode, val_split
         shared = dict(_plain(layout) or {})
         self.layouts = {k: _layout(k, {**shared, **spec}) for k, spec in self.subsets.items()}
         self.batch_size, self.steps_per_epoch_cfg = batch_size, steps_per_epoch
@@ -129,6 +138,11 @@ class SAMRSDataModule(L.LightningDataModule):
     @property
     def class_names(self) -> dict[str, list[str]]:
         return {k: list(self.classes_of(k).names) for k in self.subsets}
+
+    @property
+    def metric_exclude(self) -> dict[str, list[int]]:
+        """Per subset, class ids left out of the metrics' means (none for the SAMRS subsets)."""
+        return {k: [] for k in self.subsets}
 
     # ---- files ------------------------------------------------------------------------------
 
@@ -179,15 +193,20 @@ class SAMRSDataModule(L.LightningDataModule):
             problems = missing_files(root, layout, names)
             reader = FileReader(root, layout, self.classes_of(subset).num_classes)
         else:
-            entries = cache.manifest()
-            absent = [n for n in names if n not in entries]
-            if absent:
-                raise RuntimeError(f"{cache.directory}: the cache lacks {len(absent)} images of {subset}/{split} "
-                                   f"(first: {absent[0]}); run prepare_data() before setup()")
-            problems = problems_of(entries, names)
+            problems = self._cached_problems(cache, subset, split, names)
             reader = cache.reader
         self._handle(subset, split, list(problems.values()), len(names))
         return [n for n in names if n not in problems], reader
+
+    @staticmethod
+    def _cached_problems(cache: SubsetCache, subset: str, split: str, names: list[str]) -> dict[str, Problem]:
+        """The problems the cache build found with `names`; an error when it has not seen them all."""
+        entries = cache.manifest()
+        absent = [n for n in names if n not in entries]
+        if absent:
+            raise RuntimeError(f"{cache.directory}: the cache lacks {len(absent)} images of {subset}/{split} "
+                               f"(first: {absent[0]}); run prepare_data() before setup()")
+        return problems_of(entries, names)
 
     def _handle(self, subset: str, split: str, problems: list[Problem], total: int) -> None:
         if not problems:
@@ -212,8 +231,11 @@ class SAMRSDataModule(L.LightningDataModule):
             sizes = {k: len(v) for k, v in self.train_sets.items()}
             self.train_batch_sizes = proportional_batch_sizes(self.batch_size, sizes)
         if stage in ("fit", "validate", None) and not self.val_sets:
-            tf = val_transform(**self.val_transform_cfg)
-            self.val_sets = {k: self._dataset(k, "val", tf) for k in self.subsets}
+            if self.val_mode == "whole":
+                tf = whole_transform(**{k: v for k, v in self.val_transform_cfg.items() if k in ("mean", "std")})
+            else:
+                tf = val_transform(**self.val_transform_cfg)
+            self.val_sets = {k: self._dataset(k, self.val_split, tf) for k in self.subsets}
 
     # ---- loaders ----------------------------------------------------------------------------
 
@@ -253,8 +275,10 @@ class SAMRSDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         world, rank = self._replicas()
+        # whole images differ in size: one per batch
+        batch_size = 1 if self.val_mode == "whole" else self.val_batch_size
         return [
-            DataLoader(ds, batch_size=self.val_batch_size, sampler=ShardSampler(len(ds), world, rank),
+            DataLoader(ds, batch_size=batch_size, sampler=ShardSampler(len(ds), world, rank),
                        num_workers=self.val_num_workers, pin_memory=self.pin_memory)
             for ds in self.val_sets.values()
         ]

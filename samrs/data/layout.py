@@ -2,8 +2,9 @@
 
 One layout class reads both samrs' own output (images/, labels/, train.txt, val.txt) and the
 officially released SAMRS archives or any plain images/ + labels/ + split-file tree: folder names,
-suffixes and split files are settings. A split set to null is derived from the image folder by
-samrs' deterministic name hash (the same 95/5 split the labeler writes).
+file name prefixes and suffixes and split listings are settings. A split is listed by a file, by
+the names themselves, by a glob pattern over the image folder, or (null) derived from the image
+folder by samrs' deterministic name hash (the same 95/5 split the labeler writes).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -29,56 +31,89 @@ class SubsetLayout:
     label_dir: str = "labels"
     image_suffix: str = ".png"
     label_suffix: str = ".png"
-    # split -> file listing one image name per line; null: split the image folder by name hash
-    split_files: Mapping[str, str | None] = field(default_factory=lambda: {"train": "train.txt", "val": "val.txt"})
+    # file name = prefix + name + suffix (ISPRS Potsdam: top_potsdam_2_10_RGB.tif for image 2_10)
+    image_prefix: str = ""
+    label_prefix: str = ""
+    # split -> a file listing one image name per line, the list of names itself, a glob pattern
+    # matched against the names in image_dir or a sub-folder of it ("*", "P[0-9][0-9][0-9][0-9]",
+    # "train/*"), or null: split the image folder by name hash
+    split_files: Mapping[str, str | Sequence[str] | None] = field(
+        default_factory=lambda: {"train": "train.txt", "val": "val.txt"})
     val_fraction: float = 0.05
 
     def image_path(self, root: Path, name: str) -> Path:
-        return root / self.image_dir / f"{name}{self.image_suffix}"
+        return root / self.image_dir / f"{self.image_prefix}{name}{self.image_suffix}"
 
     def label_path(self, root: Path, name: str) -> Path:
-        return root / self.label_dir / f"{name}{self.label_suffix}"
+        return root / self.label_dir / f"{self.label_prefix}{name}{self.label_suffix}"
 
     def split_names(self, root: Path, split: str) -> list[str]:
-        """The image names of `split`, in file order; a clear error for a missing or bad list."""
+        """The image names of `split`, in listed order (sorted for patterns); a clear error for a
+        missing or bad listing."""
         if split not in self.split_files:
             raise KeyError(f"{root}: no split file configured for split {split!r} (split_files has "
                            f"{', '.join(self.split_files)})")
         listing = self.split_files[split]
         if listing is None:
             return self._hashed_split(root, split)
+        if not isinstance(listing, str):
+            numbers = [n for n in listing if not isinstance(n, str)]
+            if numbers:
+                raise ValueError(f"split {split}: names must be strings, got {numbers[0]!r}; quote them in YAML "
+                                 f"(unquoted, 2_10 reads as the number 210)")
+            return _checked_names(list(listing), f"{root}: split_files.{split}")
+        if any(c in listing for c in "*?["):  # a pattern, maybe in a sub-folder: train/*
+            sub, _, pattern = listing.rpartition("/")
+            names = [f"{sub}/{n}" if sub else n for n in self.folder_names(root, sub) if fnmatchcase(n, pattern)]
+            if not names:
+                raise ValueError(f"{root / self.image_dir}: no image name matches split_files.{split}={listing!r}")
+            return names
         path = root / listing
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path}: split file not found; set the subset's split_files.{split} to the file that lists "
                 f"the {split} images, or to null to split {root / self.image_dir} by name hash")
         names = [self._strip(line.strip()) for line in path.read_text().splitlines() if line.strip()]
-        if not names:
-            raise ValueError(f"{path}: the split lists no images")
-        repeated = sorted(n for n, count in Counter(names).items() if count > 1)
-        if repeated:
-            raise ValueError(f"{path}: {len(repeated)} names listed more than once (first: {repeated[0]}); "
-                             "each image must be listed once so that an epoch sees it once")
-        return names
+        return _checked_names(names, str(path))
 
     def _strip(self, entry: str) -> str:
-        """Split files may list 'name', 'name.png' or 'images/name.png'."""
+        """Split files may list 'name', 'name.png' or 'images/name.png' (with the file name prefix)."""
         entry = entry.replace("\\", "/")
         if entry.startswith(f"{self.image_dir}/"):
             entry = entry[len(self.image_dir) + 1:]
+        if self.image_prefix and entry.startswith(self.image_prefix):
+            entry = entry[len(self.image_prefix):]
         return entry[: -len(self.image_suffix)] if entry.endswith(self.image_suffix) else entry
 
-    def _hashed_split(self, root: Path, split: str) -> list[str]:
-        folder = root / self.image_dir
+    def folder_names(self, root: Path, sub: str = "") -> list[str]:
+        """The names of every prefix + name + suffix file in the image folder (or its sub-folder
+        `sub`), sorted."""
+        folder = root / self.image_dir / sub
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: image folder not found (check the subset's root and image_dir)")
-        names = sorted(p.name[: -len(self.image_suffix)] for p in folder.iterdir()
-                       if p.name.endswith(self.image_suffix))
+        head, tail = self.image_prefix, self.image_suffix
+        names = sorted(p.name[len(head): len(p.name) - len(tail)] for p in folder.iterdir()
+                       if p.name.startswith(head) and p.name.endswith(tail) and len(p.name) > len(head) + len(tail))
         if not names:
-            raise ValueError(f"{folder}: no *{self.image_suffix} images (check image_suffix)")
+            raise ValueError(f"{folder}: no {head}*{tail} images (check image_prefix and image_suffix)")
+        return names
+
+    def _hashed_split(self, root: Path, split: str) -> list[str]:
+        names = self.folder_names(root)
         if split not in ("train", "val"):
             raise ValueError(f"{root}: split {split!r} has no split file and only train/val can be derived")
         return make_splits(names, self.val_fraction)[split]
+
+
+def _checked_names(names: list[str], where: str) -> list[str]:
+    """A split's names: at least one, none twice."""
+    if not names:
+        raise ValueError(f"{where}: the split lists no images")
+    repeated = sorted(n for n, count in Counter(names).items() if count > 1)
+    if repeated:
+        raise ValueError(f"{where}: {len(repeated)} names listed more than once (first: {repeated[0]}); "
+                         "each image must be listed once so that an epoch sees it once")
+    return names
 
 
 def missing_files(root: Path, layout: SubsetLayout, names: list[str]) -> dict[str, Problem]:
@@ -92,11 +127,11 @@ def missing_files(root: Path, layout: SubsetLayout, names: list[str]) -> dict[st
             present[folder] = set()
     problems: dict[str, Problem] = {}
     for name in names:
-        for kind, path, folder, suffix in (
-            ("missing_image", layout.image_path(root, name), layout.image_dir, layout.image_suffix),
-            ("missing_annotation", layout.label_path(root, name), layout.label_dir, layout.label_suffix),
+        for kind, path, folder in (
+            ("missing_image", layout.image_path(root, name), layout.image_dir),
+            ("missing_annotation", layout.label_path(root, name), layout.label_dir),
         ):
-            found = f"{name}{suffix}" in present[folder] if "/" not in name else path.is_file()
+            found = path.name in present[folder] if "/" not in name else path.is_file()
             if not found:
                 what = "image" if kind == "missing_image" else "label"
                 problems.setdefault(name, Problem(str(path), None, kind, f"{what} of listed image {name} not found"))

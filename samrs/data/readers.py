@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from samrs.data.blocks import BlockFile, Window
+from samrs.data.labels import UnknownLabelError
 from samrs.data.layout import SubsetLayout, pair_problem
 from samrs.sources.base import BadInputError, Problem
 from samrs.utils.io import read_label, read_rgb
+
+LabelReader = Callable[[Path], np.ndarray]
 
 
 class ArraySample:
@@ -29,11 +33,13 @@ class ArraySample:
         return self.image[top:bottom, left:right], self.label[top:bottom, left:right]
 
 
-def load_pair(root: Path, layout: SubsetLayout, name: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one image and its label; BadInputError naming the file when either is unusable."""
+def load_pair(root: Path, layout: SubsetLayout, name: str, num_classes: int,
+              read_labels: LabelReader = read_label) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one image and its label (class ids, by `read_labels`); BadInputError naming the file
+    when either is unusable."""
     image_path, label_path = layout.image_path(root, name), layout.label_path(root, name)
     image = _decode(image_path, read_rgb, "image", name)
-    label = _decode(label_path, read_label, "label", name)
+    label = _decode(label_path, read_labels, "label", name)
     problem = pair_problem(image_path, label_path, image, label, num_classes)
     if problem is not None:
         raise BadInputError(replace(problem, action="stopped"))
@@ -46,6 +52,9 @@ def _decode(path: Path, read, what: str, name: str) -> np.ndarray:
         raise BadInputError(Problem(str(path), None, kind, f"{what} of listed image {name} not found", "stopped"))
     try:
         return read(path)
+    except UnknownLabelError as err:
+        raise BadInputError(Problem(str(path), None, "invalid_label", str(err).removeprefix(f"{path}: "),
+                                    "stopped")) from err
     except (OSError, ValueError) as err:
         raise BadInputError(Problem(str(path), None, "unreadable_image", f"cannot decode it ({err})", "stopped")) from err
 
@@ -53,11 +62,12 @@ def _decode(path: Path, read, what: str, name: str) -> np.ndarray:
 class FileReader:
     """Reads the subset's own files: a full decode per sample (the uncached, checked path)."""
 
-    def __init__(self, root: str | Path, layout: SubsetLayout, num_classes: int) -> None:
-        self.root, self.layout, self.num_classes = Path(root), layout, num_classes
+    def __init__(self, root: str | Path, layout: SubsetLayout, num_classes: int,
+                 read_labels: LabelReader = read_label) -> None:
+        self.root, self.layout, self.num_classes, self.read_labels = Path(root), layout, num_classes, read_labels
 
     def open(self, name: str) -> ArraySample:
-        return ArraySample(*load_pair(self.root, self.layout, name, self.num_classes))
+        return ArraySample(*load_pair(self.root, self.layout, name, self.num_classes, self.read_labels))
 
 
 class BlockReader:

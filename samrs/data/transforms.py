@@ -208,6 +208,11 @@ def train_transform(
     ])
 
 
+def whole_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> WindowTransform:
+    """The whole image, normalised: validation and evaluation by sliding windows (samrs.inference)."""
+    return WholeImage([A.Normalize(mean=mean, std=std), ToTensorV2()])
+
+
 def val_transform(
     crop_size: int = 512, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
     window_first: bool = True,

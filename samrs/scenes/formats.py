@@ -91,16 +91,23 @@ def write_dota_scene(scene: Scene, split_dir: Path, gsd: float = 0.15) -> None:
     write_text(split_dir / "labelTxt" / f"{scene.name}.txt", "\r\n".join(lines) + "\r\n")
 
 
-def write_isaid_scene(scene: Scene, split_dir: Path) -> None:
-    """images/<name>.png with <name>_instance_id_RGB.png (one colour per instance) and
-    <name>_instance_color_RGB.png (iSAID's class colours); classes iSAID lacks stay background."""
-    folder = split_dir / "images"
+def isaid_masks(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+    """iSAID's two RGB masks of a scene: one colour per instance, and the class colours (black
+    background; classes iSAID lacks stay background)."""
     ids = np.zeros((*scene.image.shape[:2], 3), np.uint8)
     colors = np.zeros_like(ids)
     kept = [obj for obj in scene.objects if obj.class_name in ISAID_COLORS]
     for obj, color in zip(kept, instance_colors(len(kept))):
         ids[obj.mask] = color
         colors[obj.mask] = ISAID_COLORS[obj.class_name]
+    return ids, colors
+
+
+def write_isaid_scene(scene: Scene, split_dir: Path) -> None:
+    """images/<name>.png with <name>_instance_id_RGB.png (one colour per instance) and
+    <name>_instance_color_RGB.png (iSAID's class colours), as the devkit lays them out."""
+    folder = split_dir / "images"
+    ids, colors = isaid_masks(scene)
     write_png(folder / f"{scene.name}.png", scene.image)
     write_png(folder / f"{scene.name}_instance_id_RGB.png", ids)
     write_png(folder / f"{scene.name}_instance_color_RGB.png", colors)

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from samrs.classes import IGNORE_INDEX
+from samrs.inference import SlidingWindow
 from samrs.metrics import SegmentationMetrics
 from samrs.tasks.optim import cosine_with_warmup, describe_groups, freeze, param_groups
 from samrs.utils.logging import get_logger
@@ -32,7 +33,10 @@ class SegmentationTask(L.LightningModule):
     parameter groups built by `samrs.tasks.optim.param_groups(**param_groups)`. `frozen`: regexes
     of parameter names (relative to `net`) that are not trained. `scheduler`: keyword arguments of
     `cosine_with_warmup` (per-iteration cosine to `min_lr` over the run's steps), or null for a
-    constant lr. `compile`: torch.compile the backbone, neck and decoders.
+    constant lr. `compile`: torch.compile the backbone, neck and decoders. `metric_exclude`:
+    per subset, class ids left out of the metrics' means (iSAID's background). `inference`: keyword
+    arguments of `samrs.inference.SlidingWindow`; validation images then go through sliding-window
+    inference (whole scenes of a fine-tuning set) instead of one forward pass.
     """
 
     def __init__(
@@ -46,9 +50,12 @@ class SegmentationTask(L.LightningModule):
         class_names: Mapping[str, Sequence[str]] | None = None,
         ignore_index: int = IGNORE_INDEX,
         compile: bool = False,
+        metric_exclude: Mapping[str, Sequence[int]] | None = None,
+        inference: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        scheduler, class_names, param_groups, frozen = (_plain(v) for v in (scheduler, class_names, param_groups, frozen))
+        scheduler, class_names, param_groups, frozen, metric_exclude, inference = (
+            _plain(v) for v in (scheduler, class_names, param_groups, frozen, metric_exclude, inference))
         # Objects (net, optimizer factory) stay out of the checkpoint's hyper-parameters, so resuming
         # loads it with torch's weights_only unpickler; the run config is stored separately.
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
@@ -57,7 +64,10 @@ class SegmentationTask(L.LightningModule):
         self.frozen = freeze(net, list(frozen))
         self.subsets = list(net.num_classes)
         self.class_names = {k: list(v) for k, v in (class_names or {}).items()}
-        self.val_metrics = nn.ModuleDict({k: SegmentationMetrics(n, ignore_index) for k, n in net.num_classes.items()})
+        exclude = metric_exclude or {}
+        self.val_metrics = nn.ModuleDict({k: SegmentationMetrics(n, ignore_index, exclude.get(k, ()))
+                                          for k, n in net.num_classes.items()})
+        self.inference = SlidingWindow(**inference) if inference else None
         self.last_val_scores: dict[str, dict[str, Any]] = {}
 
     def forward(self, x: torch.Tensor, subset: str) -> torch.Tensor:
@@ -104,10 +114,14 @@ class SegmentationTask(L.LightningModule):
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         subset = self.subsets[dataloader_idx]
-        logits = self(batch["image"], subset)
-        loss = self._loss(logits, batch["mask"])
-        self.log(f"val/loss/{subset}", loss, add_dataloader_idx=False, batch_size=len(batch["image"]), sync_dist=True)
-        pred = logits.argmax(1)
+        if self.inference is not None:  # a whole scene: no loss over tens of millions of pixels
+            logits = self.inference(lambda x: self(x, subset), batch["image"])
+        else:
+            logits = self(batch["image"], subset)
+            loss = self._loss(logits, batch["mask"])
+            self.log(f"val/loss/{subset}", loss, add_dataloader_idx=False, batch_size=len(batch["image"]),
+                     sync_dist=True)
+        pred = logits.argmax(1).to(batch["mask"].device)
         self.val_metrics[subset].update(pred, batch["mask"])
         return {"pred": pred}
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 import torch
@@ -109,3 +110,14 @@ def check_resume_checkpoint(model: torch.nn.Module, ckpt_path: str | Path) -> No
             f"and overrides that wrote it (see .hydra/overrides.yaml in its run directory), or leave ckpt_path unset "
             f"to start fresh (to start from its weights with new heads, use model.net.pretrained=...)."
         )
+
+
+def run_collector(collect: Callable[[DictConfig], Any], cfg: DictConfig) -> None:
+    """Run a job that gathers files into tables: a missing or unreadable input is a one-line message on
+    stderr and exit status 2, not a traceback."""
+    apply_extras(cfg)
+    try:
+        collect(cfg)
+    except (FileNotFoundError, ValueError) as err:
+        print(err, file=sys.stderr)
+        sys.exit(2)

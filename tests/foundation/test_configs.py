@@ -23,6 +23,8 @@ REQUIRED = {
     "evaluate": ["ckpt_path=/nonexistent/run"],
     "label": ["source=dota", "source.root=/nonexistent", "output_dir=/nonexistent/out"],
 }
+# Values a group option requires from the user, likewise.
+OPTION_REQUIRED = {"start=rsp": ["start.checkpoint=/nonexistent/rsp.pth"]}
 SKIP_GROUPS = {"hydra", "local"}
 
 
@@ -85,7 +87,7 @@ def test_primary_configs_compose(primary):
 
 @pytest.mark.parametrize("primary,group,option", _options(), ids=lambda v: str(v))
 def test_every_config_file_composes(primary, group, option):
-    cfg = _compose(primary, [f"{group}={option}"])
+    cfg = _compose(primary, [f"{group}={option}", *OPTION_REQUIRED.get(f"{group}={option}", [])])
     if group == "experiment":
         assert cfg["model"]["_target_"] and cfg["data"]["_target_"]
     if group in ("data", "model", "trainer"):

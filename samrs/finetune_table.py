@@ -1,0 +1,233 @@
+"""Collect fine-tuning runs into the paper's Tables 3-6: python -m samrs.finetune_table runs=DIR.
+
+`runs`: a multirun directory (logs/train/multirun/<name>), run directories or evaluation directories,
+searched recursively for metrics.json (what samrs.train writes after its last validation and
+samrs.evaluate writes). A run is placed by its training config (.hydra/config.yaml of the run, or
+of the checkpoint's run for an evaluation): dataset (data.name), model (model_key, model_label),
+start (start.key, start.label) and fraction (data.fraction). An evaluation of a training run found
+too (e.g. with flip or multi-scale) replaces that run's own final validation (the newest, if several). Per dataset, runs on all training
+tiles make a per-class table (Potsdam: F1 per class, OA, mF1 as Table 3; iSAID: IoU per class and
+mIoU as Table 4), runs on fractions a table with a column group per fraction (Tables 5-6). Several
+runs of one cell (seeds) are averaged and counted. Written as markdown and one CSV per table to
+output_dir, with the paper's figures beside ours where conf/finetune_table.yaml lists them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from samrs.metrics import SCORES_JSON
+from samrs.utils.hydra import samrs_main
+from samrs.utils.io import write_text
+from samrs.utils.runs import run_collector
+
+HEAD = ("Method", "Backbone", "Pretrain")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One fine-tuning result: where it sits in the tables, and its scores."""
+
+    dataset: str
+    fraction: float
+    model: str
+    start: str
+    labels: tuple[str, str, str]  # method (decoder), backbone, pretrain
+    scores: Mapping[str, Any]
+    class_names: Sequence[str]
+    path: Path
+    run_dir: Path  # the training run
+    evaluation: bool  # written by samrs.evaluate (else by the training run itself)
+
+
+def training_run(metrics_file: Path, report: Mapping[str, Any]) -> tuple[Path, bool]:
+    """The training run directory behind a metrics.json, and whether the file is an evaluation."""
+    checkpoint = report.get("checkpoint")
+    if checkpoint and Path(checkpoint).is_file():  # an evaluation: the checkpoint's run
+        ckpt = Path(checkpoint)
+        return (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent).resolve(), True
+    return metrics_file.parent.resolve(), False
+
+
+def read_run(metrics_file: Path) -> Run | None:
+    """The run of a metrics.json; None for runs that are no fine-tuning (no model_key or start)."""
+    try:
+        report = json.loads(metrics_file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{metrics_file}: not valid JSON ({err})") from None
+    run_dir, evaluation = training_run(metrics_file, report)
+    config = run_dir / ".hydra" / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{metrics_file}: no training config at {config}")
+    cfg = OmegaConf.load(config)
+    dataset, model, start = (OmegaConf.select(cfg, k) for k in ("data.name", "model_key", "start.key"))
+    if dataset is None or model is None or start is None:
+        return None
+    if dataset not in report["scores"]:
+        raise ValueError(f"{metrics_file}: no scores of {dataset} (it has {', '.join(report['scores'])})")
+    label = OmegaConf.select(cfg, "model_label") or {}
+    labels = (str(label.get("decoder", model)), str(label.get("backbone", "")), str(OmegaConf.select(cfg, "start.label")))
+    return Run(dataset, float(OmegaConf.select(cfg, "data.fraction", default=1.0)), str(model), str(start), labels,
+               report["scores"][dataset], report["class_names"][dataset], metrics_file, run_dir, evaluation)
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Run]:
+    runs = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+        files = [path] if path.is_file() else sorted(path.rglob(SCORES_JSON))
+        runs += [run for run in map(read_run, files) if run is not None]
+    if not runs:
+        raise FileNotFoundError(f"no fine-tuning {SCORES_JSON} under {', '.join(map(str, paths))}")
+    # one result per training run: its newest evaluation, else its own final validation
+    chosen: dict[Path, Run] = {}
+    for run in sorted(runs, key=lambda r: (r.evaluation, r.path.stat().st_mtime_ns)):
+        chosen[run.run_dir] = run
+    return list(chosen.values())
+
+
+def mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else None
+
+
+@dataclass
+class Table:
+    """Rows (method, backbone, pretrain) x columns, values in percent (None: not available)."""
+
+    title: str
+    columns: list[str]
+    rows: list[tuple[tuple[str, str, str], list[float | None], list[float | None], int]]  # labels, ours, paper, runs
+
+
+def _row_order(runs: Sequence[Run], order: Mapping[str, Sequence[str]]) -> list[tuple[str, str]]:
+    """(model, start) pairs in the configured order, unknown ones after them by name."""
+    def rank(value: str, known: Sequence[str]) -> tuple[int, str]:
+        return (list(known).index(value) if value in known else len(known), value)
+    pairs = {(r.model, r.start) for r in runs}
+    return sorted(pairs, key=lambda p: (rank(p[0], order["models"]), rank(p[1], order["starts"])))
+
+
+def build_tables(runs: Sequence[Run], spec: Mapping[str, Any], paper: Mapping[str, Any]) -> list[Table]:
+    """Per dataset: the per-class table (fraction 1) and the fraction table (fractions < 1)."""
+    tables = []
+    by_dataset: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_dataset[run.dataset].append(run)
+    for dataset, group in by_dataset.items():
+        metrics = {**spec["default"], **(spec["datasets"].get(dataset) or {})}
+        figures = {float(f): cells for f, cells in (paper.get(dataset) or {}).items()}
+        full = [r for r in group if r.fraction == 1.0]
+        if full:
+            tables.append(_class_table(dataset, full, metrics, spec["order"], figures))
+        partial = [r for r in group if r.fraction < 1.0]
+        if partial:
+            tables.append(_fraction_table(dataset, partial, metrics, spec["order"], figures))
+    return tables
+
+
+def _figures(paper: Mapping[float, Any], fraction: float, model: str, start: str) -> Mapping[str, float]:
+    """The paper's figures of one cell: {class name or summary key: percent}."""
+    return ((paper.get(fraction) or {}).get(model) or {}).get(start) or {}
+
+
+def _class_table(dataset: str, runs: Sequence[Run], metrics: Mapping[str, Any], order, paper) -> Table:
+    per_class, summary = metrics["per_class"], list(metrics["summary"])
+    skip = set(metrics.get("skip_classes") or [])
+    names = [n for n in runs[0].class_names if n not in skip]
+    columns = [f"{n} {per_class}" for n in names] + summary
+    rows = []
+    for model, start in _row_order(runs, order):
+        cell = [r for r in runs if (r.model, r.start) == (model, start)]
+        ours = [mean([_value(r, per_class, n) for r in cell]) for n in names]
+        ours += [mean([_value(r, key) for r in cell]) for key in summary]
+        figures = _figures(paper, 1.0, model, start)
+        theirs = [figures.get(n) for n in names] + [figures.get(key) for key in summary]
+        rows.append((cell[0].labels, ours, theirs, len(cell)))
+    return Table(f"{dataset}: {per_class} per class (%), all training tiles", columns, rows)
+
+
+def _fraction_table(dataset: str, runs: Sequence[Run], metrics: Mapping[str, Any], order, paper) -> Table:
+    keys = list(metrics["fraction_summary"])
+    fractions = sorted({r.fraction for r in runs})
+    columns = [f"{f * 100:g}% {k}" for f in fractions for k in keys]
+    rows = []
+    for model, start in _row_order(runs, order):
+        cell = [r for r in runs if (r.model, r.start) == (model, start)]
+        ours, theirs, count = [], [], 0
+        for f in fractions:
+            here = [r for r in cell if r.fraction == f]
+            count = max(count, len(here))
+            figures = _figures(paper, f, model, start)
+            ours += [mean([_value(r, k) for r in here]) for k in keys]
+            theirs += [figures.get(k) for k in keys]
+        rows.append((cell[0].labels, ours, theirs, count))
+    return Table(f"{dataset}: {', '.join(keys)} (%) by fraction of the training tiles", columns, rows)
+
+
+def _value(run: Run, key: str, class_name: str | None = None) -> float | None:
+    """A score in percent: a summary (mIoU, OA, ...) or one class's per-class score."""
+    value = run.scores[key] if class_name is None else run.scores[key][list(run.class_names).index(class_name)]
+    return None if value is None or math.isnan(value) else 100 * value
+
+
+def _cell(ours: float | None, theirs: float | None, digits: int) -> str:
+    text = "-" if ours is None else f"{ours:.{digits}f}"
+    return text if theirs is None else f"{text} ({float(theirs):.{digits}f})"
+
+
+def render_markdown(tables: Sequence[Table], digits: int) -> str:
+    out = []
+    for t in tables:
+        out += [f"## {t.title}", "", "| " + " | ".join([*HEAD, *t.columns, "runs"]) + " |",
+                "|" + "---|" * len(HEAD) + "---:|" * (len(t.columns) + 1)]
+        out += ["| " + " | ".join([*labels, *(_cell(o, p, digits) for o, p in zip(ours, theirs)), str(n)]) + " |"
+                for labels, ours, theirs, n in t.rows]
+        if any(v is not None for _, _, theirs, _ in t.rows for v in theirs):
+            out += ["", "In parentheses: the paper's figures."]
+        out.append("")
+    return "\n".join(out)
+
+
+def render_csv(table: Table) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*HEAD, *table.columns, *(f"paper {c}" for c in table.columns), "runs"])
+    for labels, ours, theirs, n in table.rows:
+        writer.writerow([*labels, *("" if v is None else f"{v:.4f}" for v in ours),
+                         *("" if v is None else v for v in theirs), n])
+    return buffer.getvalue()
+
+
+def collect(cfg: DictConfig) -> list[Table]:
+    """Build the tables of `cfg.runs` and write them to `cfg.output_dir`."""
+    paths = [cfg.runs] if isinstance(cfg.runs, str) else list(cfg.runs)
+    spec = OmegaConf.to_container(cfg.tables)
+    tables = build_tables(find_runs(paths), spec, OmegaConf.to_container(cfg.paper))
+    out = Path(cfg.output_dir)
+    markdown = render_markdown(tables, int(cfg.digits))
+    write_text(out / cfg.files.markdown, markdown)
+    for i, table in enumerate(tables, start=1):
+        write_text(out / f"{cfg.files.csv_prefix}{i}.csv", render_csv(table))
+    print(markdown)
+    print(f"written: {out / cfg.files.markdown}, {len(tables)} CSV files {out / cfg.files.csv_prefix}*.csv")
+    return tables
+
+
+@samrs_main("finetune_table")
+def main(cfg: DictConfig) -> None:
+    run_collector(collect, cfg)
+
+
+if __name__ == "__main__":
+    main()
