@@ -85,8 +85,8 @@ def plain_loop(model_cfg: Any, batch: dict, args: argparse.Namespace, total_step
     """The same step written by hand: forward per subset, summed cross-entropy, backward, clip, step."""
     task = build_task(model_cfg).to(args.device)
     net, hp = task.net.train(), task.hparams
-    base = hp.optimizer.keywords
-    optimizer = hp.optimizer(params=param_groups(net, base["lr"], base["weight_decay"], **(hp.param_groups or {})))
+    base = task.optimizer_factory.keywords
+    optimizer = task.optimizer_factory(params=param_groups(net, base["lr"], base["weight_decay"], **(hp.param_groups or {})))
     scheduler = cosine_with_warmup(optimizer, total_steps, **(hp.scheduler or {}))
     autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     starts = []

@@ -131,6 +131,17 @@ def test_per_subset_losses_add_up_to_the_logged_total(swin_run):
         assert value == pytest.approx(sum(p[step] for p in parts), rel=1e-5)
 
 
+@pytest.mark.parametrize(("stepped", "every", "fast_dev_run", "expected"),
+                         [(0, 1, False, True), (0, 50, False, False), (49, 50, False, True), (50, 50, False, False),
+                          (3, 50, True, True)])
+def test_per_subset_losses_are_logged_on_the_logging_steps_only(stepped, every, fast_dev_run, expected):
+    from types import SimpleNamespace
+    from samrs.tasks.segmentation import SegmentationTask
+    loop = SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=stepped))
+    task = SimpleNamespace(_trainer=SimpleNamespace(fit_loop=loop, log_every_n_steps=every, fast_dev_run=fast_dev_run))
+    assert SegmentationTask._logging_step(task) is expected
+
+
 def test_run_logs_lr_per_subset_and_per_class_metrics(swin_run):
     rows = read_metrics(swin_run)
     lr = column(rows, "lr-AdamW/decay")

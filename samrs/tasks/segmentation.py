@@ -89,6 +89,17 @@ class SegmentationTask(L.LightningModule):
     def _loss(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, mask, ignore_index=self.hparams.ignore_index)
 
+    def _logging_step(self) -> bool:
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        # The same test Lightning's logger connector applies (a private counter: fall back to logging
+        # every step should a Lightning release rename it).
+        stepped = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", None)
+        if stepped is None or trainer.fast_dev_run:
+            return True
+        return (stepped + 1) % max(1, trainer.log_every_n_steps) == 0
+
     def training_step(self, batch: Mapping[str, Mapping[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
         try:
             outs = self.net.forward_subsets({k: part["image"] for k, part in batch.items()})
@@ -99,16 +110,20 @@ class SegmentationTask(L.LightningModule):
             raise ValueError(f"per-subset batch sizes {sizes}: BatchNorm needs at least 2 images of every subset per "
                              f"step; raise data.batch_size (it is split in proportion to the subset sizes), or use "
                              f"several GPUs with trainer.sync_batchnorm=true") from err
-        losses = {}
+        losses, parts = {}, {}
         for subset, out in outs.items():
-            mask, n = batch[subset]["mask"], len(batch[subset]["mask"])
+            mask = batch[subset]["mask"]
             losses[subset] = self._loss(out["out"], mask)
             if "aux" in out:
-                aux = self._loss(out["aux"], mask)
-                self.log(f"train/loss_aux/{subset}", aux, batch_size=n)
+                parts[f"train/loss_aux/{subset}"] = aux = self._loss(out["aux"], mask)
                 losses[subset] = losses[subset] + self.hparams.aux_loss_weight * aux
-            self.log(f"train/loss/{subset}", losses[subset], batch_size=n)
+            parts[f"train/loss/{subset}"] = losses[subset]
         total = torch.stack(list(losses.values())).sum()
+        # Step values reach the loggers only every log_every_n_steps; logging the per-subset parts on
+        # those steps alone saves Lightning's ~1.5 ms per self.log call on all the others.
+        if self._logging_step():
+            for key, value in parts.items():
+                self.log(key, value, batch_size=len(batch[key.rsplit("/", 1)[1]]["mask"]))
         self.log("train/loss", total, prog_bar=True, batch_size=sum(len(part["mask"]) for part in batch.values()))
         return total
 
