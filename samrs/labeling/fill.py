@@ -7,6 +7,7 @@ checkpoint. A pixel belongs to a shape when its centre lies inside (`samrs.geome
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Sequence
 
 import numpy as np
@@ -38,13 +39,14 @@ def box_corners(hbox: np.ndarray) -> np.ndarray:
     return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
 
 
-class _FillLabeler:
+class _FillLabeler(ABC):
     """Fills one shape per object; objects of unknown class are left out."""
 
     name = ""
 
+    @abstractmethod
     def shape(self, obj: ObjectRecord) -> np.ndarray:
-        raise NotImplementedError
+        """(N, 2) polygon to fill for one object, in image pixels."""
 
     def label(self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]) -> list[list[InstanceMask]]:
         out = []
