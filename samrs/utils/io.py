@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -54,8 +55,24 @@ def remove_partial_files(directory: str | os.PathLike) -> int:
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    """Strict JSON: NaN and infinities (a class absent from labels and predictions) become null, which
+    every parser reads; Python's default writes bare NaN, which JavaScript, jq --strict and others refuse."""
+    try:
+        text = json.dumps(obj, indent=indent, allow_nan=False)
+    except ValueError:  # rare: only then pay for a walk over the whole object
+        text = json.dumps(_finite(obj), indent=indent, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=indent))
+        tmp.write_text(text)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _finite(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(value) for value in obj]
+    return obj
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -56,3 +56,23 @@ def test_logits_are_argmaxed_and_excluded_classes_leave_the_means():
     s = metric.compute()
     assert s["IoU"].tolist() == [1.0, 0.5, 0.5]
     assert np.isclose(s["mIoU"].item(), 0.5)  # class 0 excluded from the mean
+
+
+def test_written_scores_are_strict_json_with_null_for_absent_classes(tmp_path):
+    import json
+
+    from samrs.metrics import write_scores
+
+    nan = float("nan")
+    scores = {"potsdam": {"IoU": [0.5, nan], "F1": [0.6, nan], "Acc": [0.7, nan], "mIoU": 0.5, "mF1": 0.6,
+                          "mAcc": 0.7, "OA": float("inf")}}
+    path = write_scores(tmp_path, scores, {"potsdam": ["a", "b"]}, split="val")
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    report = json.loads(path.read_text(), parse_constant=refuse)  # what strict parsers do with NaN
+    assert report["scores"]["potsdam"] == {"IoU": [0.5, None], "F1": [0.6, None], "Acc": [0.7, None], "mIoU": 0.5,
+                                           "mF1": 0.6, "mAcc": 0.7, "OA": None}
+    assert report["split"] == "val" and report["class_names"] == {"potsdam": ["a", "b"]}
+    assert "| b | - |" in (tmp_path / "metrics.md").read_text()
