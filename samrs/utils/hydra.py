@@ -24,14 +24,21 @@ def samrs_main(config_name: str) -> Callable:
 
 
 def run_name_of(ckpt_path: str | None) -> str:
-    """A run name from a checkpoint path: logs/train/demo/checkpoints/last.ckpt -> demo-last."""
+    """A run name from a checkpoint path or run directory, unique across runs and sweeps:
+    logs/train/demo/checkpoints/last.ckpt -> demo-last, logs/train/multirun/tables/3 -> tables-3
+    (a multirun job's directory is only its number)."""
     if not ckpt_path:
         return "default"
     path = Path(str(ckpt_path))
-    if path.suffix != ".ckpt":
-        return path.name or "default"
-    run = path.parent.parent.name if path.parent.name == "checkpoints" else path.parent.name
-    return f"{run}-{path.stem}" if run else path.stem
+    run_dir = path
+    if path.suffix == ".ckpt":
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    run = run_dir.name
+    if run.isdigit() and run_dir.parent.name:
+        run = f"{run_dir.parent.name}-{run}"
+    if path.suffix == ".ckpt":
+        return f"{run}-{path.stem}" if run else path.stem
+    return run or "default"
 
 
 def group_choice(group: str, *, _root_: DictConfig) -> str:

@@ -119,3 +119,16 @@ def test_cli_prints_composed_config_and_readable_errors(tmp_path):
     assert bad.returncode != 0
     assert "Could not find 'experiment/dem0'" in bad.stderr and "demo" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(("ckpt_path", "name"), [
+    ("logs/train/demo/checkpoints/last.ckpt", "demo-last"),
+    ("logs/train/demo", "demo"),
+    ("logs/train/multirun/tables_potsdam/0", "tables_potsdam-0"),  # job numbers repeat across sweeps
+    ("logs/train/multirun/fractions_isaid/0/checkpoints/best_step1.ckpt", "fractions_isaid-0-best_step1"),
+    ("model.ckpt", "model"),
+])
+def test_evaluation_directories_are_named_after_the_run(ckpt_path, name):
+    from samrs.utils.hydra import run_name_of
+
+    assert run_name_of(ckpt_path) == name
