@@ -12,6 +12,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from samrs.classes import IGNORE_INDEX, make_palette, subset_classes
+from samrs.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from samrs.utils.io import write_png
 
 def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> np.ndarray:
@@ -42,13 +43,15 @@ class LogValidationImages(Callback):
     """At every validation, the first `num_images` images of each subset's first batch as panels
     [image | truth | prediction]: PNG files under `dirpath/step<step>/`, native mask overlays in
     wandb, images in TensorBoard. Rank zero only; skipped in the sanity check. `mean`, `std`: the
-    data's normalisation, to show the images as they were read. `max_side`: larger images (whole
+    data's normalisation, to show the images as they were read (None: ImageNet's, the transforms' default). `max_side`: larger images (whole
     scenes of sliding-window validation) are shrunk to this side first (null: never)."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], dirpath: str | None = None, num_images: int = 4,
-                 alpha: float = 0.5, max_side: int | None = None) -> None:
+    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 dirpath: str | None = None, num_images: int = 4, alpha: float = 0.5,
+                 max_side: int | None = None) -> None:
         self.dirpath = Path(dirpath) if dirpath else None
-        self.num_images, self.alpha, self.mean, self.std = num_images, alpha, tuple(mean), tuple(std)
+        self.num_images, self.alpha = num_images, alpha
+        self.mean, self.std = tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD)
         self.max_side = max_side
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,

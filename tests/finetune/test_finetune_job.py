@@ -98,7 +98,7 @@ def test_pretrain_finetune_sweep_evaluate_and_tabulate(generated_subsets, tmp_pa
             label_area[c] += np.sum(label[keep] == c)
     scores = report["scores"]["potsdam"]
     f1 = 2 * inter / np.maximum(pred_area + label_area, 1)
-    np.testing.assert_allclose([v if v == v else 0 for v in scores["F1"]], f1, atol=1e-9)
+    np.testing.assert_allclose([0 if v is None else v for v in scores["F1"]], f1, atol=1e-9)  # null: absent
     assert scores["OA"] == pytest.approx(inter.sum() / label_area.sum())
 
     run_cli("samrs.finetune_table", ["runs=[logs/train/multirun/tables,logs/evaluate]", "name=t"], tmp_path)

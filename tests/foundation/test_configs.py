@@ -132,3 +132,19 @@ def test_evaluation_directories_are_named_after_the_run(ckpt_path, name):
     from samrs.utils.hydra import run_name_of
 
     assert run_name_of(ckpt_path) == name
+
+
+def test_debug_finetuning_starts_from_the_debug_pretraining_and_configs_resolve(tmp_path):
+    def resolved(*overrides: str) -> dict:
+        proc = subprocess.run([sys.executable, "-m", "samrs.train", "--cfg", "job", "--resolve", *overrides],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return yaml.safe_load(proc.stdout)
+
+    sep = resolved("experiment=sep_r50_upernet_debug", "start=imp")
+    assert sep["name"] == "sep_r50_upernet_imp_debug"
+    assert sep["callbacks"]["val_images"]["mean"] is None  # the ImageNet default of the transforms
+    ft = resolved("experiment=ft_potsdam_r50_upernet_debug", "start=imp_sep")
+    assert ft["model"]["net"]["pretrained"] == f"./logs/train/{sep['name']}/pretrained.pt"
+    full = resolved("experiment=ft_potsdam_r50_upernet", "start=sep")
+    assert full["model"]["net"]["pretrained"] == "./logs/train/sep_r50_upernet/pretrained.pt"
