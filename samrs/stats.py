@@ -45,13 +45,15 @@ def open_subsets(cfg: DictConfig) -> list[SubsetFiles]:
 
 
 def write_examples(files: SubsetFiles, cfg: DictConfig, out: Path) -> Path | None:
-    """Figure 4 of one subset; None when it has no image with a label to show."""
+    """Figure 4 of one subset; None when it has no readable image with a label to show."""
     ex = cfg.examples
     names = pick_examples(files, list(ex.names) if ex.names else None, int(ex.count), int(ex.seed))
     if not names:
         log.warning("%s: no image with a label map to show as an example", files.name)
         return None
     fig = examples_figure(files, names, int(ex.columns), float(ex.alpha), float(ex.tile_inches), bool(ex.show_image))
+    if fig is None:
+        return None
     path = out / "figures" / f"examples_{files.name}.png"
     save_figure(fig, path, dpi=int(cfg.figures.dpi))
     return path

@@ -9,7 +9,10 @@ from matplotlib.figure import Figure
 
 from samrs.analysis.subset import SubsetFiles
 from samrs.utils.io import read_label, read_rgb
+from samrs.utils.logging import get_logger
 from samrs.viz import Example, example_grid
+
+log = get_logger(__name__)
 
 
 def pick_examples(files: SubsetFiles, names: Sequence[str] | None, count: int, seed: int) -> list[str]:
@@ -40,8 +43,16 @@ def examples_figure(
     alpha: float,
     tile_inches: float,
     show_image: bool,
-) -> Figure:
-    """The grid of `names` (loaded one by one; only the shown images are held)."""
-    examples = [load_example(files, n) for n in names]
+) -> Figure | None:
+    """The grid of `names` (loaded one by one; only the shown images are held). An unreadable image or
+    label is left out with a warning (the statistics list it among the problems); None if none is left."""
+    examples = []
+    for name in names:
+        try:
+            examples.append(load_example(files, name))
+        except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+            log.warning("%s: example %s left out: %s", files.name, name, err)
+    if not examples:
+        return None
     return example_grid(examples, files.classes.names, files.classes.palette, columns=columns, alpha=alpha,
                         tile_inches=tile_inches, show_image=show_image, title=files.name)

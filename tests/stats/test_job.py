@@ -115,3 +115,18 @@ def test_random_examples_skip_labels_without_images(overlap_subset, stats_cfg, t
     (overlap_subset / "images" / "d.png").unlink()
     run_stats(stats_cfg(f"subsets=[{overlap_subset}]", f"output_dir={tmp_path / 'none'}", "compute_stats=false"))
     assert not (tmp_path / "none" / "figures").exists()
+
+
+def test_unreadable_example_files_are_left_out_and_the_report_still_written(overlap_subset, stats_cfg, tmp_path):
+    (overlap_subset / "images" / "a.png").write_bytes(b"junk")
+    (overlap_subset / "labels" / "b.png").write_bytes(b"junk")
+    report = run_stats(stats_cfg(f"subsets=[{overlap_subset}]", f"output_dir={tmp_path}", "examples.count=4",
+                                 "figures.dpi=40"))
+    problems = report["subsets"][0]["problems"]
+    assert problems["counts"]["unreadable_image"] == 1 and problems["counts"]["unreadable_label"] == 1
+    assert (tmp_path / "stats.json").is_file() and (tmp_path / "stats.md").is_file()
+    assert_png(tmp_path / "figures" / "examples_sota.png")  # c and d
+    for name in ("c", "d"):
+        (overlap_subset / "images" / f"{name}.png").write_bytes(b"junk")
+    run_stats(stats_cfg(f"subsets=[{overlap_subset}]", f"output_dir={tmp_path / 'none'}", "compute_stats=false"))
+    assert not (tmp_path / "none" / "figures").exists()
