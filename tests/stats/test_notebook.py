@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nbformat
 import pytest
 
@@ -21,9 +23,11 @@ def test_notebook_is_stored_without_outputs(repo_root):
 def test_notebook_runs_top_to_bottom(repo_root, generated_subsets, monkeypatch):
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("SAMRS_SUBSET", str(generated_subsets["sota"]))
+    # as Jupyter runs it: the kernel in notebooks/, the subset relative to the repository root
+    monkeypatch.setenv("SAMRS_SUBSET", os.path.relpath(generated_subsets["sota"], repo_root))
     nb = nbformat.read(repo_root / NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(repo_root)}}).execute()
+    kernel_dir = str(repo_root / "notebooks")
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": kernel_dir}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     pngs = [o for o in outputs if "image/png" in o.get("data", {})]
