@@ -148,3 +148,17 @@ def test_debug_finetuning_starts_from_the_debug_pretraining_and_configs_resolve(
     assert ft["model"]["net"]["pretrained"] == f"./logs/train/{sep['name']}/pretrained.pt"
     full = resolved("experiment=ft_potsdam_r50_upernet", "start=sep")
     assert full["model"]["net"]["pretrained"] == "./logs/train/sep_r50_upernet/pretrained.pt"
+
+
+@pytest.mark.parametrize("primary", ["train", "label", "evaluate", "stats"])
+def test_a_plain_local_config_overrides_the_composed_one(primary, tmp_path):
+    import shutil
+
+    conf = shutil.copytree(CONF, tmp_path / "conf")
+    (conf / "local" / "default.yaml").write_text("paths:\n  data_dir: /srv/datasets\nseed: 7\n")  # no @package line
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(primary, overrides=REQUIRED.get(primary, []))
+    assert cfg.paths.data_dir == "/srv/datasets" and "local" not in cfg
+    if primary == "train":
+        assert cfg.seed == 7
