@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 # Small generated data and one epoch keep each run to seconds.
 SMALL = ["experiment=demo", "data.generate.count=10", "data.generate.size=64", "data.train_transform.crop_size=64",
@@ -34,6 +35,13 @@ def test_demo_fast_dev_run(tmp_path):
     assert "fast_dev_run" in proc.stdout + proc.stderr
     assert (tmp_path / "data/demo/SOTA/instances.json").is_file()
     assert not list(tmp_path.rglob("*.ckpt")), "fast_dev_run writes no checkpoint"
+
+
+def test_debug_limit_runs_on_the_small_generated_data(tmp_path):
+    proc = run("train", [*SMALL, "debug=limit"], tmp_path)  # limits of whole batches, not fractions of < 1 batch
+    assert "`Trainer.fit` stopped: `max_epochs=1` reached" in proc.stderr
+    trainer = yaml.safe_load((tmp_path / "logs/debug/demo/.hydra/config.yaml").read_text())["trainer"]
+    assert (trainer["limit_train_batches"], trainer["limit_val_batches"]) == (10, 5)
 
 
 def _metrics_rows(run_dir: Path) -> list[dict]:
