@@ -19,12 +19,36 @@ log = get_logger(__name__)
 
 
 def apply_extras(cfg: DictConfig) -> None:
-    """Print the composed config as a tree and silence warnings, as `extras` says."""
+    """Stop on required values left unset; print the composed config as a tree and silence warnings,
+    as `extras` says."""
+    require_values(cfg)
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
     if extras.get("print_config"):
         print_config_tree(cfg)
+
+
+def require_values(cfg: DictConfig) -> None:
+    """A value the config marks `???` and the command line did not give: a one-line message naming it
+    and exit status 2, instead of a traceback from wherever it is first read."""
+    missing = sorted(_missing_keys(OmegaConf.to_container(cfg, resolve=False)))
+    if missing:
+        job = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "samrs"
+        given = " ".join(f"{key}=..." for key in missing)
+        print(f"{job}: required {'value' if len(missing) == 1 else 'values'} not set: {', '.join(missing)}. "
+              f"Give {'it' if len(missing) == 1 else 'them'} on the command line ({given}); `--cfg job` prints the "
+              f"composed config, its comments in conf/ say what each key takes.", file=sys.stderr)
+        sys.exit(2)
+
+
+def _missing_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of the `???` values (OmegaConf.missing_keys resolves interpolations on the way, and
+    fails on one that reads a missing value before it can name it)."""
+    if node == "???":
+        return [prefix]
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    return [key for k, value in items for key in _missing_keys(value, f"{prefix}.{k}" if prefix else str(k))]
 
 
 def print_config_tree(cfg: DictConfig) -> None:

@@ -162,3 +162,16 @@ def test_a_plain_local_config_overrides_the_composed_one(primary, tmp_path):
     assert cfg.paths.data_dir == "/srv/datasets" and "local" not in cfg
     if primary == "train":
         assert cfg.seed == 7
+
+
+@pytest.mark.parametrize(("job", "args", "missing"), [
+    ("samrs.evaluate", [], "ckpt_path"),
+    ("samrs.stats", [], "subsets"),
+    ("samrs.label", ["source=dota"], "output_dir, source.root"),
+    ("samrs.train", ["experiment=ft_potsdam_r50_upernet_debug", "start=rsp"], "start.checkpoint"),
+])
+def test_required_values_left_unset_are_named_in_one_line(job, args, missing, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", job, *args], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert f"not set: {missing}." in proc.stderr and "Traceback" not in proc.stderr
