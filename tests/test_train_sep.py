@@ -251,12 +251,16 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(generated_subsets, tmp_path):
-    run_cli(["experiment=sep_convnext_t_debug", "trainer=ddp_cpu", "name=ddp", *QUICK,
-             *data_overrides(generated_subsets)], tmp_path)
+    proc = run_cli(["experiment=sep_convnext_t_debug", "trainer=ddp_cpu", "name=ddp", *QUICK,
+                    *data_overrides(generated_subsets)], tmp_path)
     out = tmp_path / "logs" / "train" / "ddp"
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
     assert column(read_metrics(out), "val/mIoU")
-    assert (out / "pretrained.pt").is_file()
+    assert (out / "pretrained.pt").is_file() and (out / "metrics.json").is_file()
+    # rank zero's log lines reach the console and the log file, the summary names every output
+    log = (out / "train.log").read_text()
+    assert "x 2 processes" in log and "last checkpoint:" in log and "pre-trained weights for fine-tuning" in log
+    assert "last checkpoint:" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow

@@ -83,7 +83,7 @@ def test_ddp_on_two_cpu_processes_labels_each_image_once(dota_root, tmp_path):
     kept = mtimes(out / ".samrs_parts")
 
     # strategy ddp (as on GPUs): rank 1 is the same command started again by Lightning
-    command = label_command(dota_root, out, log, "trainer=ddp_cpu", "trainer.strategy=ddp", "trainer.devices=2",
+    command = label_command(dota_root, out, log, "trainer=ddp_cpu", "trainer.devices=2",
                             "num_workers=0")
     run = subprocess.run(command, cwd=tmp_path, env=environment(tmp_path), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
