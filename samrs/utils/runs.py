@@ -97,7 +97,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
         return None
     path = Path(output_dir) if ckpt_path == "last" else Path(ckpt_path)
     if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else path / "last.ckpt"
+        path = path / "last.ckpt" if (path / "last.ckpt").is_file() else path / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise FileNotFoundError(
             f"ckpt_path={ckpt_path}: no checkpoint at {path}. Resume needs the run directory of an earlier "

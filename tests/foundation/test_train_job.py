@@ -92,3 +92,17 @@ def test_heads_that_disagree_with_the_data_fail_before_training(tmp_path):
     proc = run("train", [*SMALL, "model.net.heads={sota: 18, sior: 20, fast: 36}"], tmp_path, check=False)
     assert proc.returncode != 0 and "does not match the data" in proc.stderr
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_resume_paths_and_the_error_naming_the_file_looked_for(tmp_path):
+    from samrs.utils.runs import resolve_ckpt_path
+
+    run_dir = tmp_path / "logs/train/new"
+    run_dir.mkdir(parents=True)  # Hydra creates the directory of a run that has never trained
+    with pytest.raises(FileNotFoundError, match=f"no checkpoint at {run_dir / 'checkpoints' / 'last.ckpt'}"):
+        resolve_ckpt_path("last", run_dir)
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert resolve_ckpt_path("last", run_dir) == str(run_dir / "checkpoints" / "last.ckpt")
+    assert resolve_ckpt_path(str(run_dir), tmp_path) == str(run_dir / "checkpoints" / "last.ckpt")
+    assert resolve_ckpt_path(None, run_dir) is None
