@@ -95,6 +95,10 @@ class FinetuneDataModule(SAMRSDataModule):
         """Write generated scenes (when configured), cache every scene, index the training tiles."""
         if self.generator is not None:
             self.generator(self.root, self.split_layouts)
+        if not self.root.is_dir():  # else every scene of the fixed split lists is reported missing, one by one
+            raise FileNotFoundError(f"{self.name}: no data at {self.root}; point data.root (or paths.data_dir) at "
+                                    f"your copy of the dataset (docs/finetune.md), or use data={self.name}_debug "
+                                    f"for generated scenes")
         by_cache: dict[Path, tuple[SubsetCache, list[str]]] = {}
         for split in self.split_layouts:
             cache = self.split_cache(split)

@@ -111,6 +111,13 @@ def test_bad_label_files_stop_or_are_skipped(potsdam_dir, tmp_path):
     assert {n.split("__")[0] for n in skipped.train_sets["potsdam"].names} == {"2_11", "3_10"}
 
 
+@pytest.mark.parametrize("config", ["potsdam", "isaid"])
+def test_a_missing_data_root_is_named_once(config, tmp_path):
+    module = finetune_data(config, tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"{config}: no data at {tmp_path}/\S+; point data.root"):
+        module.prepare_data()
+
+
 def test_names_must_be_strings():
     layout = SubsetLayout(split_files={"train": [210]})
     with pytest.raises(ValueError, match="quote them"):
