@@ -173,3 +173,14 @@ def test_per_subset_decoders_load_with_decoder_from(tmp_path):
         load_pretrained(fine, tmp_path / "p.pt")
     load_pretrained(fine, tmp_path / "p.pt", decoder_from="sior")
     torch.testing.assert_close(fine.decoder.fuse[0].weight, pre.decoders["sior"].fuse[0].weight)
+
+
+@pytest.mark.parametrize(("max_epochs", "expected"), [(-1, "Epoch 3"), (12, "Epoch 3/11")])
+def test_progress_bar_of_step_bounded_runs_shows_no_negative_epoch_total(max_epochs, expected):
+    from types import SimpleNamespace
+
+    from samrs.callbacks import StepAwareRichProgressBar
+
+    bar = StepAwareRichProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=max_epochs)
+    assert bar._get_train_description(3).strip() == expected
