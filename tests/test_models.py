@@ -184,3 +184,14 @@ def test_progress_bar_of_step_bounded_runs_shows_no_negative_epoch_total(max_epo
     bar = StepAwareRichProgressBar()
     bar._trainer = SimpleNamespace(max_epochs=max_epochs)
     assert bar._get_train_description(3).strip() == expected
+
+
+def test_progress_bar_leaves_out_the_logger_version():
+    from unittest import mock
+
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from samrs.callbacks import StepAwareRichProgressBar
+
+    with mock.patch.object(RichProgressBar, "get_metrics", return_value={"v_num": 0, "train/loss": 1.5}):
+        assert StepAwareRichProgressBar().get_metrics(None, None) == {"train/loss": 1.5}

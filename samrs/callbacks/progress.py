@@ -1,7 +1,11 @@
-"""Lightning's rich progress bar, with the epoch count of step-bounded runs shown sensibly."""
+"""Lightning's rich progress bar, with the epoch count of step-bounded runs shown sensibly and no
+logger version number ("v_num: 0.000" says nothing; the run directory names the run)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 
 
@@ -15,3 +19,8 @@ class StepAwareRichProgressBar(RichProgressBar):
         if max_epochs is not None and max_epochs < 0:
             text = text.replace(f"Epoch {current_epoch}/{max_epochs - 1}", f"Epoch {current_epoch}")
         return text
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
