@@ -140,12 +140,14 @@ def test_backbone_refuses_weights_of_another_architecture(tmp_path):
         tiny_backbone(checkpoint=str(tmp_path / "nope.pth"))
 
 
-def test_exported_trunk_loads_into_a_finetuning_model(tmp_path):
+def test_exported_trunk_loads_into_a_finetuning_model(tmp_path, caplog):
     pre = segmentor(aux_decoder=partial(FCNHead, channels=8))
     export_pretrained(pre.state_dict(), tmp_path / "pretrained.pt", {"backbone": "resnet50"})
     fine = segmentor(heads={"potsdam": 6})
     head_before = fine.heads["potsdam"][1].weight.clone()
-    assert load_pretrained(fine, tmp_path / "pretrained.pt") == ["backbone", "decoder"]
+    with caplog.at_level("INFO", logger="samrs.models.weights"):
+        assert load_pretrained(fine, tmp_path / "pretrained.pt") == ["backbone", "decoder"]
+    assert "loaded backbone, decoder (" in caplog.text and str(tmp_path / "pretrained.pt") in caplog.text
     own = fine.state_dict()
     for k, v in pre.state_dict().items():
         if k.startswith(("backbone.", "decoder.")):

@@ -16,6 +16,9 @@ import torch
 from torch import nn
 
 from samrs.utils.io import atomic_path
+from samrs.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 EXPORT_FORMAT = "samrs-pretrained-v1"
 # Top-level parts of MultiHeadSegmentor that a pre-training passes on (classifiers are not).
@@ -129,4 +132,5 @@ def load_pretrained(
         raise ValueError(f"{path}{origin} does not fit this model's {', '.join(sorted(chosen))}: {problem}. Build the "
                          f"model with the pre-training's backbone and decoder settings, or load fewer parts.")
     net.load_state_dict(found, strict=False)
+    log.info("loaded %s (%d tensors) from %s; the rest as initialised", ", ".join(sorted(chosen)), len(found), path)
     return sorted(chosen)
