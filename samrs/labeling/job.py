@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from samrs.labeling.base import InstanceMask, Labeler
 from samrs.labeling.overlap import POLICIES
-from samrs.labeling.report import ProblemStore, make_report, summary
+from samrs.labeling.report import ProblemStore, make_report, nothing_labeled, summary
 from samrs.labeling.writer import SubsetWriter
 from samrs.sources.base import BadInputError, Problem, Source, SourceItem, raise_problem
 from samrs.sources.records import ImageRecord
@@ -228,6 +228,8 @@ class SubsetPredictionWriter(BasePredictionWriter):
         report = make_report(problems, meta["counts"], len(self.item_names), self.strict)
         write_json(self.writer.root / "report.json", report)
         print(summary(report, meta, self.writer.root))  # not logged: spawned DDP ranks lack Hydra's logging
+        if not meta["counts"]["images"]:
+            print(nothing_labeled(report, meta), file=sys.stderr)
         return meta
 
 
@@ -361,11 +363,14 @@ def run_labeling(
     check_settings(root, settings)
     prepare_output(root)
 
+    prediction_writer = SubsetPredictionWriter(writer, [i.name for i in items], listing_problems, meta, strict)
+    if not items:  # Lightning would skip the predict loop of an empty DataLoader, and the writer's end with it
+        return prediction_writer.finalize(labeler_meta(labeler)) if rank_zero_only.rank == 0 else None
     dataset = LabelDataset(source, items, tiling, writer, keep_empty=keep_empty, strict=strict)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=LabelBatch)
     # the bar first: it stops before the writer prints the summary
     callbacks = [LabelProgressBar()] if progress else []
-    callbacks.append(SubsetPredictionWriter(writer, [i.name for i in items], listing_problems, meta, strict))
+    callbacks.append(prediction_writer)
     trainer = make_trainer(callbacks=callbacks, logger=False, enable_progress_bar=progress)
     trainer.predict(LabelingModule(labeler), dataloaders=loader, return_predictions=False)
     if not trainer.is_global_zero:

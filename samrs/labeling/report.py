@@ -77,3 +77,14 @@ def summary(report: dict[str, Any], meta: dict[str, Any], output_dir: str | Path
     lines.append(f"  {folders} instances.json meta.json report.json "
                  f"train.txt ({meta['counts']['train_images']}) val.txt ({meta['counts']['val_images']})")
     return "\n".join(lines)
+
+
+def nothing_labeled(report: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The warning printed after a run that labeled no image: almost always a wrong path or suffix."""
+    c = report["counts"]
+    return (
+        f"warning: no image was labeled ({c['source_items']} source images with an annotation under "
+        f"{meta.get('source_root')}; {c['problems']} problems, listed above and in report.json). An empty "
+        "result usually means the source points at the wrong files: check source.root, source.split, "
+        "source.images_dir and the image suffix (source.image_suffix; DOTA: source.image_suffixes)."
+    )

@@ -116,3 +116,30 @@ def test_strict_keeps_going_on_images_without_objects(tmp_path):
     root = write_messy_dota(tmp_path / "DOTA", names=("P0004",))
     meta = run_job(dota_source(root), tmp_path / "out", tiling=Tiling(), strict=True)
     assert meta["counts"]["images"] == 1 and meta["counts"]["empty_images"] == 1
+
+
+@pytest.mark.parametrize(
+    ("names", "problems"),
+    [
+        (("P0001",), {("missing_image", "P0001.txt", None, "skipped")}),  # nothing to list: no predict loop
+        ((), set()),  # an empty source folder
+        (("P0003",), {("unreadable_image", "P0003.png", None, "skipped")}),  # listed, but nothing decodes
+    ],
+)
+def test_a_run_that_labels_no_image_writes_an_empty_subset_and_warns(tmp_path, capsys, names, problems):
+    root = write_messy_dota(tmp_path / "DOTA", names=names)
+    for folder in ("images", "labelTxt"):
+        (root / "train" / folder).mkdir(parents=True, exist_ok=True)
+    out = tmp_path / "out"
+    meta = run_job(dota_source(root), out, tiling=Tiling())
+    assert meta == json.loads((out / "meta.json").read_text())
+    assert meta["counts"]["images"] == 0 and meta["subset"] == "sota"
+    coco = instances(out)
+    assert coco["images"] == [] and coco["annotations"] == [] and len(coco["categories"]) == 18
+    assert (out / "train.txt").read_text() == "" and (out / "val.txt").read_text() == ""
+    report = json.loads((out / "report.json").read_text())
+    assert found(report) == problems and report["counts"]["images"] == 0
+    printed = capsys.readouterr()
+    assert "labeled 0 images" in printed.out and f"problems: {len(problems)}" in printed.out
+    assert "warning: no image was labeled" in printed.err
+    assert str(root) in printed.err and "source.root" in printed.err and "image suffix" in printed.err
