@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from labeljob_helpers import dota_source, instances, run_job
 
+from samrs.classes import subset_classes
 from samrs.sources.base import BadInputError
+from samrs.sources.dota import DotaSource
 from samrs.sources.tiling import Tiling
 from samrs.utils.io import read_label, write_png, write_text
 
@@ -110,6 +113,24 @@ def test_strict_stops_at_the_first_problem(tmp_path, names, kind, where):
         run_job(dota_source(root), out, tiling=Tiling(), strict=True)
     assert err.value.problem.kind == kind
     assert not (out / "instances.json").exists() and not list(out.glob("images/*"))
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_truncated_jpeg_is_skipped_as_unreadable(tmp_path, progressive):
+    """Only PIL's decoding sees the cut: OpenCV would give the image grey below it."""
+    split = tmp_path / "DOTA" / "train"
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8))
+    (split / "images").mkdir(parents=True)
+    for name in ("P0000", "P0003"):
+        image.save(split / "images" / f"{name}.jpg", quality=90, progressive=progressive)
+        write_text(split / "labelTxt" / f"{name}.txt", GOOD + "\n")
+    cut = split / "images" / "P0003.jpg"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 2 // 3])
+    out = tmp_path / "out"
+    source = DotaSource(tmp_path / "DOTA", subset_classes("sota"), image_suffixes=(".jpg",))
+    meta = run_job(source, out, tiling=Tiling())
+    assert meta["counts"]["images"] == 1 and [i["file_name"] for i in instances(out)["images"]] == ["images/P0000.png"]
+    assert found(json.loads((out / "report.json").read_text())) == {("unreadable_image", "P0003.jpg", None, "skipped")}
 
 
 def test_strict_keeps_going_on_images_without_objects(tmp_path):
