@@ -81,6 +81,7 @@ def test_every_kind_of_bad_input_is_reported_and_skipped(tmp_path, capsys):
     for kind, *_ in EXPECTED:
         assert f"  {kind}: " in printed
     assert "problems: 9" in printed and f"output: {out}/" in printed
+    assert "kept region" not in printed  # polygon_fill predicts nothing beyond a region
 
     # resuming a finished run reads everything again and loses no problem
     run_job(source, out, tiling=Tiling())

@@ -38,7 +38,9 @@ def test_multiruns_and_table(hrsc_root, tmp_path):
     fills = run(tmp_path, "samrs.label_quality", "-m", f"source.root={hrsc_root}", "labeler=box_fill,polygon_fill",
                 *COMMON)
     assert fills.stdout.count("label quality (labeler ") == 2
-    run(tmp_path, "samrs.label_quality", "-m", f"source.root={hrsc_root}", "sam=tiny", "prompt=hbox,cp", *COMMON)
+    sams = run(tmp_path, "samrs.label_quality", "-m", f"source.root={hrsc_root}", "sam=tiny", "prompt=hbox,cp",
+               *COMMON)
+    assert sams.stdout.count("masks cut at their kept region: ") == 2 and "kept region" not in fills.stdout
     sweeps = sorted((tmp_path / "logs/label_quality/multirun/hrsc2016").iterdir())
     assert len(sweeps) == 2  # one directory per sweep, a sub-directory per job
     results = {}
@@ -47,6 +49,11 @@ def test_multiruns_and_table(hrsc_root, tmp_path):
             report = json.loads((sweep / job / "subset" / "quality.json").read_text())
             assert report["counts"]["source_images"] == 4 and report["instances"] > 0
             results[report["labeler"], report.get("prompt")] = report
+            outside = [a.get("outside", 0) for a in json.loads((sweep / job / "subset" / "instances.json").read_text())
+                       ["annotations"]]
+            counts = json.loads((sweep / job / "subset" / "report.json").read_text())["counts"]
+            assert counts["outside_pixels"] == sum(outside) and counts["instances_with_outside"] == sum(
+                n > 0 for n in outside)
     assert set(results) == {("box_fill", None), ("polygon_fill", None), ("sam", "hbox"), ("sam", "cp")}
     assert results["sam", "hbox"]["model_type"] == "tiny"
 
