@@ -20,6 +20,10 @@ from samrs.utils.hydra import samrs_main
 from samrs.utils.runs import apply_extras
 
 
+class NothingToScoreError(RuntimeError):
+    """quality.enabled=true, but the run labeled no image: there are no labels to score."""
+
+
 def required_output_dir(cfg: DictConfig) -> Path:
     if OmegaConf.is_missing(cfg, "output_dir") or not cfg.output_dir:
         raise UsageError(
@@ -57,18 +61,32 @@ def label(cfg: DictConfig) -> dict[str, Any] | None:
         make_trainer=hydra.utils.instantiate(cfg.trainer, _partial_=True),
     )
     if meta is not None and quality.get("enabled"):  # rank zero, once every rank has written
+        if not meta["counts"]["images"]:
+            raise NothingToScoreError(nothing_to_score(cfg, output_dir))
         report = evaluate_subset(output_dir, source, instances_csv=quality.instances_csv, progress=cfg.progress)
         print(quality_summary(report, output_dir))
     return meta
 
 
+def nothing_to_score(cfg: DictConfig, output_dir: Path) -> str:
+    segmented = " (source.segmented_only=true keeps only the images whose segmentation PNG is in " \
+                "source.segmentation_dir)" if cfg.source.get("segmented_only") else ""
+    return (f"label quality: nothing to score, no image with ground-truth masks was labeled into {output_dir}: "
+            f"check source.root ({cfg.source.root}) and source.split{segmented}; "
+            f"{output_dir / 'report.json'} lists what was skipped")
+
+
 def run_job(cfg: DictConfig) -> None:
-    """The label job with its exit statuses: 1 for bad input in strict mode, 2 for a usage error."""
+    """The label job with its exit statuses: 1 for bad input in strict mode or, scoring labels, no image
+    labeled; 2 for a usage error."""
     apply_extras(cfg)
     try:
         label(cfg)
     except BadInputError as err:
         print(f"strict=true: stopped at the first bad input:\n{err}", file=sys.stderr)
+        sys.exit(1)
+    except NothingToScoreError as err:
+        print(err, file=sys.stderr)
         sys.exit(1)
     except UsageError as err:
         print(err, file=sys.stderr)

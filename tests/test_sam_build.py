@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 from pathlib import Path
 
@@ -83,8 +84,14 @@ def test_files_that_are_not_sam_checkpoints(tmp_path):
         load_sam("vit_b", other)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x00not a checkpoint" * 10)
-    with pytest.raises(ValueError, match=r"garbage.pth: cannot read as a PyTorch checkpoint"):
-        load_sam("vit_b", garbage)
+    text = tmp_path / "notes.pth"
+    text.write_text("sam_vit_b_01ec64.pth\n")
+    lightning = tmp_path / "last.ckpt"  # a training checkpoint pickles Python objects besides tensors
+    torch.save({"state_dict": {"image_encoder.w": torch.zeros(1)}, "hparams": argparse.Namespace(lr=0.1)}, lightning)
+    for path in (garbage, text, lightning):
+        with pytest.raises(ValueError, match=rf"{path.name}: not a SAM checkpoint: PyTorch reads no plain file") as err:
+            load_sam("vit_b", path)
+        assert "weights_only" not in str(err.value) and err.value.__suppress_context__  # not torch's advice
 
 
 def test_load_sam_builds_through_the_registry(monkeypatch, tiny_checkpoint):

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from samrs.labeling.base import InstanceMask, Labeler
 from samrs.labeling.overlap import POLICIES
-from samrs.labeling.report import ProblemStore, make_report, summary
+from samrs.labeling.report import ProblemStore, make_report, nothing_labeled, summary
 from samrs.labeling.writer import SubsetWriter
 from samrs.sources.base import BadInputError, Problem, Source, SourceItem, raise_problem
 from samrs.sources.records import ImageRecord
@@ -60,7 +60,7 @@ class UsageError(ValueError):
 class ItemResult:
     """One source item as a worker delivers it: the images still to label and its problems."""
 
-    name: str
+    name: str | None  # None: a placeholder item (LabelDataset's `length`)
     pairs: list[tuple[np.ndarray, ImageRecord]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     fatal: Problem | None = None  # strict mode: the problem that stops the run
@@ -92,7 +92,12 @@ def has_objects(record: ImageRecord) -> bool:
 
 
 class LabelDataset(Dataset):
-    """The source's items; item i gives the tiles (or the image) of source image i still to write."""
+    """The source's items; item i gives the tiles (or the image) of source image i still to write.
+
+    With `length` above the item count, the indices past the items give empty placeholder items:
+    Lightning's predict sampler refuses a rank without any item, and such a rank would never reach
+    the writer's end, where every rank waits for all.
+    """
 
     def __init__(
         self,
@@ -102,18 +107,22 @@ class LabelDataset(Dataset):
         writer: SubsetWriter,
         keep_empty: bool = True,
         strict: bool = False,
+        length: int = 0,
     ) -> None:
         self.source = source
         self.items = list(items)
+        self.length = max(length, len(self.items))
         self.tiling = tiling
         self.writer = writer
         self.keep_empty = keep_empty
         self.strict = strict
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self.length
 
     def __getitem__(self, index: int) -> ItemResult:
+        if index >= len(self.items):
+            return ItemResult(None)
         item = self.items[index]
         result = ItemResult(item.name)
         report = raise_problem if self.strict else result.problems.append
@@ -214,7 +223,8 @@ class SubsetPredictionWriter(BasePredictionWriter):
             if not self.writer.is_done(record.name):
                 write_labeled(self.writer, image, record, masks)
         for item in batch.items:
-            self.store.save(item.name, item.problems)
+            if item.name is not None:
+                self.store.save(item.name, item.problems)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.strategy.barrier("samrs_label_finalize")
@@ -228,6 +238,8 @@ class SubsetPredictionWriter(BasePredictionWriter):
         report = make_report(problems, meta["counts"], len(self.item_names), self.strict)
         write_json(self.writer.root / "report.json", report)
         print(summary(report, meta, self.writer.root))  # not logged: spawned DDP ranks lack Hydra's logging
+        if not meta["counts"]["images"]:
+            print(nothing_labeled(report, meta), file=sys.stderr)
         return meta
 
 
@@ -361,12 +373,16 @@ def run_labeling(
     check_settings(root, settings)
     prepare_output(root)
 
-    dataset = LabelDataset(source, items, tiling, writer, keep_empty=keep_empty, strict=strict)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=LabelBatch)
+    prediction_writer = SubsetPredictionWriter(writer, [i.name for i in items], listing_problems, meta, strict)
+    if not items:  # Lightning would skip the predict loop of an empty DataLoader, and the writer's end with it
+        return prediction_writer.finalize(labeler_meta(labeler)) if rank_zero_only.rank == 0 else None
     # the bar first: it stops before the writer prints the summary
     callbacks = [LabelProgressBar()] if progress else []
-    callbacks.append(SubsetPredictionWriter(writer, [i.name for i in items], listing_problems, meta, strict))
+    callbacks.append(prediction_writer)
     trainer = make_trainer(callbacks=callbacks, logger=False, enable_progress_bar=progress)
+    dataset = LabelDataset(source, items, tiling, writer, keep_empty=keep_empty, strict=strict,
+                           length=trainer.world_size)  # an item for each rank, also with fewer source images
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=LabelBatch)
     trainer.predict(LabelingModule(labeler), dataloaders=loader, return_predictions=False)
     if not trainer.is_global_zero:
         return None

@@ -55,6 +55,8 @@ def make_report(problems: Sequence[Problem], counts: dict[str, Any], items: int,
             "images": counts["images"],
             "instances": counts["instances"],
             "empty_images": counts["empty_images"],
+            "instances_with_outside": counts["instances_with_outside"],
+            "outside_pixels": counts["outside_pixels"],
             "problems": len(problems),
             "by_kind": by_kind,
         },
@@ -69,11 +71,25 @@ def summary(report: dict[str, Any], meta: dict[str, Any], output_dir: str | Path
     lines = [
         f"labeled {c['images']} images ({c['empty_images']} without objects) with {c['instances']} instances "
         f"from {c['source_items']} source images",
-        f"problems: {c['problems']}" + ("" if c["problems"] else " (none)"),
     ]
+    if c["instances_with_outside"] or "outside_band_px" in meta:  # a labeler that can predict past its kept region
+        lines.append(f"masks cut at their kept region: {c['instances_with_outside']} instances, {c['outside_pixels']} "
+                     "pixels outside it dropped (annotation field `outside`; docs/sam.md)")
+    lines.append(f"problems: {c['problems']}" + ("" if c["problems"] else " (none)"))
     for kind, actions in c["by_kind"].items():
         lines.append(f"  {kind}: " + ", ".join(f"{n} {action}" for action, n in actions.items()))
     lines.append(f"output: {Path(output_dir)}/")
     lines.append(f"  {folders} instances.json meta.json report.json "
                  f"train.txt ({meta['counts']['train_images']}) val.txt ({meta['counts']['val_images']})")
     return "\n".join(lines)
+
+
+def nothing_labeled(report: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The warning printed after a run that labeled no image: almost always a wrong path or suffix."""
+    c = report["counts"]
+    return (
+        f"warning: no image was labeled ({c['source_items']} source images with an annotation under "
+        f"{meta.get('source_root')}; {c['problems']} problems, listed above and in report.json). An empty "
+        "result usually means the source points at the wrong files: check source.root, source.split, "
+        "source.images_dir and the image suffix (source.image_suffix; DOTA: source.image_suffixes)."
+    )

@@ -126,7 +126,7 @@ class SubsetWriter:
         names = sorted(self.done_names())
         images, annotations = [], []
         per_class = np.zeros(self.classes.num_classes, dtype=np.int64)
-        empty = 0
+        empty = cut = outside = 0
         for image_id, name in enumerate(names, start=1):
             part = json.loads((self.parts / f"{name}.json").read_text())
             images.append({"id": image_id, **part["image"]})
@@ -134,6 +134,8 @@ class SubsetWriter:
             for ann in part["annotations"]:
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann})
                 per_class[ann["category_id"]] += 1
+                cut += ann.get("outside", 0) > 0
+                outside += ann.get("outside", 0)
         categories = [{"id": i, "name": n} for i, n in enumerate(self.classes.names)]
         write_json(self.root / "instances.json", {"images": images, "annotations": annotations,
                                                   "categories": categories}, indent=None)
@@ -146,6 +148,8 @@ class SubsetWriter:
             "empty_images": empty,
             "train_images": len(splits["train"]),
             "val_images": len(splits["val"]),
+            "instances_with_outside": cut,  # masks the kept region cut (annotation field `outside` > 0)
+            "outside_pixels": outside,
             "instances_per_class": {n: int(c) for n, c in zip(self.classes.names, per_class)},
         }
         full_meta = {

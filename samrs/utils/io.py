@@ -13,7 +13,7 @@ from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -156,17 +156,22 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read png/jpg/tif/bmp as (H, W, 3) uint8 RGB; gray, palette, RGBA and 16-bit are converted.
 
-    Raises OSError naming the file when it cannot be decoded.
+    Raises OSError naming the file when it cannot be decoded, or not whole (truncated, corrupt).
     """
     path = Path(path)
     try:
         with _open_image(path) as im:
+            im.load()  # every pixel: a truncated or corrupt file fails here
             if im.mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             if im.mode in ("RGB", "L", "RGBA", "LA", "I;16", "I;16B", "I", "F"):
                 return to_uint8_rgb(np.asarray(im))
-    except (OSError, ValueError, SyntaxError):
-        pass  # PIL does not read every TIFF (e.g. multi-channel 16-bit): OpenCV below does.
+    except UnidentifiedImageError:
+        pass  # PIL does not read every TIFF (e.g. multi-channel float or signed 16-bit): OpenCV below does.
+    except (OSError, ValueError, SyntaxError) as err:
+        # Never OpenCV then: it returns what a truncated JPEG gives up to the cut (grey below it).
+        raise OSError(f"{path}: cannot decode the image ({err})") from None
+    # Whole files PIL decoded in a mode not taken above (CMYK JPEG, 1-bit), and files PIL cannot identify.
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if data is None:
         raise OSError(f"{path}: cannot read image (missing, truncated or not an image)")

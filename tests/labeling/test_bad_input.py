@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from labeljob_helpers import dota_source, instances, run_job
 
+from samrs.classes import subset_classes
 from samrs.sources.base import BadInputError
+from samrs.sources.dota import DotaSource
 from samrs.sources.tiling import Tiling
 from samrs.utils.io import read_label, write_png, write_text
 
@@ -78,6 +81,7 @@ def test_every_kind_of_bad_input_is_reported_and_skipped(tmp_path, capsys):
     for kind, *_ in EXPECTED:
         assert f"  {kind}: " in printed
     assert "problems: 9" in printed and f"output: {out}/" in printed
+    assert "kept region" not in printed  # polygon_fill predicts nothing beyond a region
 
     # resuming a finished run reads everything again and loses no problem
     run_job(source, out, tiling=Tiling())
@@ -112,7 +116,52 @@ def test_strict_stops_at_the_first_problem(tmp_path, names, kind, where):
     assert not (out / "instances.json").exists() and not list(out.glob("images/*"))
 
 
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_truncated_jpeg_is_skipped_as_unreadable(tmp_path, progressive):
+    """Only PIL's decoding sees the cut: OpenCV would give the image grey below it."""
+    split = tmp_path / "DOTA" / "train"
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8))
+    (split / "images").mkdir(parents=True)
+    for name in ("P0000", "P0003"):
+        image.save(split / "images" / f"{name}.jpg", quality=90, progressive=progressive)
+        write_text(split / "labelTxt" / f"{name}.txt", GOOD + "\n")
+    cut = split / "images" / "P0003.jpg"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 2 // 3])
+    out = tmp_path / "out"
+    source = DotaSource(tmp_path / "DOTA", subset_classes("sota"), image_suffixes=(".jpg",))
+    meta = run_job(source, out, tiling=Tiling())
+    assert meta["counts"]["images"] == 1 and [i["file_name"] for i in instances(out)["images"]] == ["images/P0000.png"]
+    assert found(json.loads((out / "report.json").read_text())) == {("unreadable_image", "P0003.jpg", None, "skipped")}
+
+
 def test_strict_keeps_going_on_images_without_objects(tmp_path):
     root = write_messy_dota(tmp_path / "DOTA", names=("P0004",))
     meta = run_job(dota_source(root), tmp_path / "out", tiling=Tiling(), strict=True)
     assert meta["counts"]["images"] == 1 and meta["counts"]["empty_images"] == 1
+
+
+@pytest.mark.parametrize(
+    ("names", "problems"),
+    [
+        (("P0001",), {("missing_image", "P0001.txt", None, "skipped")}),  # nothing to list: no predict loop
+        ((), set()),  # an empty source folder
+        (("P0003",), {("unreadable_image", "P0003.png", None, "skipped")}),  # listed, but nothing decodes
+    ],
+)
+def test_a_run_that_labels_no_image_writes_an_empty_subset_and_warns(tmp_path, capsys, names, problems):
+    root = write_messy_dota(tmp_path / "DOTA", names=names)
+    for folder in ("images", "labelTxt"):
+        (root / "train" / folder).mkdir(parents=True, exist_ok=True)
+    out = tmp_path / "out"
+    meta = run_job(dota_source(root), out, tiling=Tiling())
+    assert meta == json.loads((out / "meta.json").read_text())
+    assert meta["counts"]["images"] == 0 and meta["subset"] == "sota"
+    coco = instances(out)
+    assert coco["images"] == [] and coco["annotations"] == [] and len(coco["categories"]) == 18
+    assert (out / "train.txt").read_text() == "" and (out / "val.txt").read_text() == ""
+    report = json.loads((out / "report.json").read_text())
+    assert found(report) == problems and report["counts"]["images"] == 0
+    printed = capsys.readouterr()
+    assert "labeled 0 images" in printed.out and f"problems: {len(problems)}" in printed.out
+    assert "warning: no image was labeled" in printed.err
+    assert str(root) in printed.err and "source.root" in printed.err and "image suffix" in printed.err

@@ -118,6 +118,35 @@ def test_resume_labels_only_what_is_missing(dota_root, labeled, tmp_path):
     assert json.loads((out / "report.json").read_text()) == json.loads((done / "report.json").read_text())
 
 
+class CutLabeler(PolygonFillLabeler):
+    """polygon_fill whose masks of odd object indices report pixels `outside` their kept region, as
+    SAM's masks do when the region cut them (5 per object index + 1)."""
+
+    meta = {"outside_band_px": 8}
+
+    def label(self, images, records):
+        masks = super().label(images, records)
+        for m in (m for image_masks in masks for m in image_masks):
+            m.outside = 5 * (m.object_index + 1) if m.object_index % 2 else 0
+        return masks
+
+
+def test_pixels_outside_the_kept_region_are_totalled(dota_root, tmp_path, capsys):
+    out = tmp_path / "sota"
+    meta = run_job(dota_source(dota_root), out, labeler=CutLabeler())
+    tiles = expected_tiles(dota_source(dota_root), TILING)
+    odd = [i for t in tiles.values() for i in range(len(t.objects)) if i % 2]
+    assert len(odd) > 10
+    pixels = sum(5 * (i + 1) for i in odd)
+    by_index = [(a["object_index"], a.get("outside")) for a in instances(out)["annotations"]]
+    assert all(outside == (5 * (i + 1) if i % 2 else None) for i, outside in by_index)
+    report = json.loads((out / "report.json").read_text())
+    for counts in (meta["counts"], report["counts"]):
+        assert counts["instances_with_outside"] == len(odd) and counts["outside_pixels"] == pixels
+    assert f"masks cut at their kept region: {len(odd)} instances, {pixels} pixels outside it dropped" \
+        in capsys.readouterr().out
+
+
 def test_keep_empty_false_drops_images_without_objects(dota_root, tmp_path):
     out = tmp_path / "sota"
     meta = run_job(dota_source(dota_root), out, keep_empty=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,3 +95,21 @@ def test_ddp_on_two_cpu_processes_labels_each_image_once(dota_root, tmp_path):
     now = mtimes(out / ".samrs_parts")
     assert all(now[n] == t for n, t in kept.items())
     assert run.stdout.count(f"labeled {len(names)} images") == 1  # rank zero alone finalizes
+
+
+def test_ddp_with_fewer_source_images_than_processes(dota_root, tmp_path):
+    """One source image on 2 processes: rank 1 gets a placeholder item, labels nothing and still joins
+    the end (Lightning's predict sampler refuses a rank without items)."""
+    root = tmp_path / "DOTA"
+    for folder, suffix in (("images", ".png"), ("labelTxt", ".txt")):
+        (root / "train" / folder).mkdir(parents=True)
+        shutil.copy(dota_root / "train" / folder / f"P0000{suffix}", root / "train" / folder)
+    out, log = tmp_path / "sota", tmp_path / "labeled.txt"
+    names = sorted(expected_tiles(dota_source(root), TILING))
+    command = label_command(root, out, log, "trainer=ddp_cpu", "trainer.strategy=ddp", "trainer.devices=2",
+                            "num_workers=0")
+    run = subprocess.run(command, cwd=tmp_path, env=environment(tmp_path), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert sorted(recorded(log)) == [("0", name) for name in names]
+    check_complete(out, names)
+    assert {p.stem for p in out.glob(".samrs_problems/*")} <= {"P0000"}  # nothing stored for the placeholder

@@ -1,12 +1,14 @@
 """The documented commands end to end: two multiruns of python -m samrs.label_quality (the
 model-free labelers, and the tiny SAM with two prompts) on generated HRSC2016 scenes, then
-python -m samrs.quality_table; and the label job refusing to score a source without masks."""
+python -m samrs.quality_table; and the label job refusing to score a source without masks, or a run
+that labeled no image."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from samrs.label import label
+from samrs.label import label, run_job
 from samrs.labeling.job import UsageError
 from samrs.utils.hydra import config_dir
 
@@ -36,7 +38,9 @@ def test_multiruns_and_table(hrsc_root, tmp_path):
     fills = run(tmp_path, "samrs.label_quality", "-m", f"source.root={hrsc_root}", "labeler=box_fill,polygon_fill",
                 *COMMON)
     assert fills.stdout.count("label quality (labeler ") == 2
-    run(tmp_path, "samrs.label_quality", "-m", f"source.root={hrsc_root}", "sam=tiny", "prompt=hbox,cp", *COMMON)
+    sams = run(tmp_path, "samrs.label_quality", "-m", f"source.root={hrsc_root}", "sam=tiny", "prompt=hbox,cp",
+               *COMMON)
+    assert sams.stdout.count("masks cut at their kept region: ") == 2 and "kept region" not in fills.stdout
     sweeps = sorted((tmp_path / "logs/label_quality/multirun/hrsc2016").iterdir())
     assert len(sweeps) == 2  # one directory per sweep, a sub-directory per job
     results = {}
@@ -45,6 +49,11 @@ def test_multiruns_and_table(hrsc_root, tmp_path):
             report = json.loads((sweep / job / "subset" / "quality.json").read_text())
             assert report["counts"]["source_images"] == 4 and report["instances"] > 0
             results[report["labeler"], report.get("prompt")] = report
+            outside = [a.get("outside", 0) for a in json.loads((sweep / job / "subset" / "instances.json").read_text())
+                       ["annotations"]]
+            counts = json.loads((sweep / job / "subset" / "report.json").read_text())["counts"]
+            assert counts["outside_pixels"] == sum(outside) and counts["instances_with_outside"] == sum(
+                n > 0 for n in outside)
     assert set(results) == {("box_fill", None), ("polygon_fill", None), ("sam", "hbox"), ("sam", "cp")}
     assert results["sam", "hbox"]["model_type"] == "tiny"
 
@@ -72,3 +81,23 @@ def test_scoring_a_source_without_masks_is_refused_before_labeling(tmp_path):
     with pytest.raises(UsageError, match="source dota has no ground-truth masks"):
         label(cfg)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_without_segmented_images_ends_with_nothing_to_score(hrsc_root, tmp_path, capsys):
+    """label_quality with segmented_only=true on an HRSC2016 copy without its Segmentations/."""
+    root = tmp_path / "hrsc"
+    shutil.copytree(hrsc_root, root, ignore=shutil.ignore_patterns("Segmentations"))
+    out = tmp_path / "subset"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("label_quality", overrides=[f"source.root={root}", "labeler=polygon_fill", f"output_dir={out}",
+                                                  f"trainer.default_root_dir={tmp_path}", *COMMON])
+    with pytest.raises(SystemExit) as exit_status:
+        run_job(cfg)
+    assert exit_status.value.code == 1
+    printed = capsys.readouterr()
+    assert "labeled 0 images" in printed.out and "warning: no image was labeled" in printed.err
+    assert "nothing to score, no image with ground-truth masks was labeled" in printed.err
+    assert "source.segmentation_dir" in printed.err and str(root) in printed.err
+    assert json.loads((out / "report.json").read_text())["counts"]["images"] == 0
+    assert not (out / "quality.json").exists()

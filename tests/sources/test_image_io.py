@@ -1,5 +1,6 @@
 """Images as the readers and the label job open them: png/jpg/tif/bmp in gray, palette, RGBA and
-16-bit all become 8-bit RGB; sizes come from headers alone, also for huge remote-sensing scenes."""
+16-bit all become 8-bit RGB; files PIL leaves to OpenCV too; truncated files are refused; sizes come
+from headers alone, also for huge remote-sensing scenes."""
 
 from __future__ import annotations
 
@@ -87,6 +88,35 @@ def test_unreadable_files_name_themselves(tmp_path):
         image_size(bad)
     with pytest.raises(OSError, match="missing.png"):
         image_size(tmp_path / "missing.png")
+
+
+def test_files_pil_leaves_to_opencv(tmp_path):
+    """CMYK JPEG and 1-bit images (decoded by PIL, in modes it leaves), 3-band float TIFF (PIL cannot
+    identify it)."""
+    Image.fromarray(RGB).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=98)
+    assert np.abs(read_rgb(tmp_path / "cmyk.jpg").astype(int) - RGB).mean() < 3
+    Image.fromarray(GRAY > 100).save(tmp_path / "bits.png")
+    np.testing.assert_array_equal(read_rgb(tmp_path / "bits.png")[..., 0], np.where(GRAY > 100, 255, 0))
+    floats = RGB.astype(np.float32) / 255
+    assert cv2.imwrite(str(tmp_path / "float.tif"), floats[..., ::-1])
+    stretched = np.round(RGB / RGB.max() * 255)  # float data is rescaled by its own range
+    assert np.abs(read_rgb(tmp_path / "float.tif") - stretched).max() <= 1
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True}, {"mode": "CMYK"}], ids=["baseline", "progressive", "cmyk"])
+def test_truncated_jpegs_are_refused(tmp_path, options):
+    """OpenCV decodes a cut JPEG up to the cut and fills the rest with grey: never accepted."""
+    image = Image.fromarray(RNG.integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    if options.pop("mode", None):
+        image = image.convert("CMYK")
+    path = tmp_path / "cut.jpg"
+    image.save(path, quality=90, **options)
+    data = path.read_bytes()
+    assert read_rgb(path).shape == (64, 96, 3)
+    for end in (len(data) // 2, len(data) * 9 // 10, len(data) - 2):  # ... the last without its end marker
+        path.write_bytes(data[:end])
+        with pytest.raises(OSError, match=r"cut.jpg: cannot decode the image \(image file is truncated"):
+            read_rgb(path)
 
 
 def test_huge_images_pass_the_decompression_bomb_guard(tmp_path, monkeypatch):

@@ -65,7 +65,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and torch errors all mean "not a readable checkpoint"
-        raise ValueError(f"{path}: cannot read as a PyTorch checkpoint ({err})") from err
+        # Not torch's text: it advises loading with weights_only=False, i.e. running the file's pickled code.
+        raise ValueError(f"{path}: not a SAM checkpoint: PyTorch reads no plain file of tensors there "
+                         f"({type(err).__name__}). SAM checkpoints are segment-anything's sam_vit_h_4b8939.pth, "
+                         "sam_vit_l_0b3195.pth or sam_vit_b_01ec64.pth") from None
     for wrapper in ("model", "state_dict"):  # training frameworks often nest the weights
         if isinstance(obj, dict) and set(obj) == {wrapper} and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]
