@@ -67,7 +67,7 @@ def make_report(problems: Sequence[Problem], counts: dict[str, Any], items: int,
 def summary(report: dict[str, Any], meta: dict[str, Any], output_dir: str | Path) -> str:
     """The lines printed at the end of a run."""
     c = report["counts"]
-    folders = "images/ labels/ color/" if meta.get("write_color") else "images/ labels/"
+    folders = "" if not c["images"] else "images/ labels/ color/ " if meta.get("write_color") else "images/ labels/ "
     lines = [
         f"labeled {c['images']} images ({c['empty_images']} without objects) with {c['instances']} instances "
         f"from {c['source_items']} source images",
@@ -79,7 +79,7 @@ def summary(report: dict[str, Any], meta: dict[str, Any], output_dir: str | Path
     for kind, actions in c["by_kind"].items():
         lines.append(f"  {kind}: " + ", ".join(f"{n} {action}" for action, n in actions.items()))
     lines.append(f"output: {Path(output_dir)}/")
-    lines.append(f"  {folders} instances.json meta.json report.json "
+    lines.append(f"  {folders}instances.json meta.json report.json "
                  f"train.txt ({meta['counts']['train_images']}) val.txt ({meta['counts']['val_images']})")
     return "\n".join(lines)
 

@@ -163,5 +163,6 @@ def test_a_run_that_labels_no_image_writes_an_empty_subset_and_warns(tmp_path, c
     assert found(report) == problems and report["counts"]["images"] == 0
     printed = capsys.readouterr()
     assert "labeled 0 images" in printed.out and f"problems: {len(problems)}" in printed.out
+    assert "\n  instances.json meta.json report.json" in printed.out  # no image folders named: none were written
     assert "warning: no image was labeled" in printed.err
     assert str(root) in printed.err and "source.root" in printed.err and "image suffix" in printed.err
