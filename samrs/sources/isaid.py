@@ -23,28 +23,19 @@ from samrs.classes import ISAID_COLORS, SubsetClasses
 from samrs.geometry import clip_polygon, mask_hbox, mask_min_area_rect
 from samrs.sources.base import Problem, Report, Source, SourceItem
 from samrs.sources.common import Split, checked_size, list_files, pair_files, require_dir, split_dirs, unique_items
-from samrs.sources.records import ImageRecord, ObjectRecord
+from samrs.sources.records import ImageRecord, MaskCrop, ObjectRecord
 from samrs.utils.io import image_size, read_rgb
 
 COLOR_NAMES = {color: name for name, color in ISAID_COLORS.items()}
 
 
 @dataclass
-class Instance:
-    """One instance of an id mask: its colour, its mask cropped to its box at (x0, y0), and the
+class Instance(MaskCrop):
+    """One instance of an id mask: its mask cropped to its box at (x0, y0), its colour, and the
     class colour most of its pixels have in the semantic mask."""
 
     color: tuple[int, int, int]
-    mask: np.ndarray
-    x0: int
-    y0: int
     class_color: tuple[int, int, int]
-
-    def full(self, height: int, width: int) -> np.ndarray:
-        out = np.zeros((height, width), dtype=bool)
-        h, w = self.mask.shape
-        out[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = self.mask
-        return out
 
 
 def rgb_codes(image: np.ndarray) -> np.ndarray:
@@ -76,7 +67,7 @@ def decode_instances(id_rgb: np.ndarray, class_rgb: np.ndarray) -> list[Instance
     for k, box in enumerate(ndimage.find_objects(labels), start=1):  # box of label k; 0 is background
         mask = labels[box] == k
         values, counts = np.unique(class_codes[box][mask], return_counts=True)
-        instances.append(Instance(code_color(codes[k - 1]), mask, box[1].start, box[0].start,
+        instances.append(Instance(mask, box[1].start, box[0].start, code_color(codes[k - 1]),
                                   code_color(values[np.argmax(counts)])))
     return instances
 
