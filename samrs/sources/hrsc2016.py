@@ -20,7 +20,7 @@ from samrs.sources.base import Problem, Report, Source, SourceItem
 from samrs.sources.common import (
     ObjectChecker, Split, list_files, open_xml, pair_files, read_split_files, require_dir, split_names,
 )
-from samrs.sources.isaid import rgb_codes
+from samrs.sources.isaid import color_code, rgb_codes
 from samrs.sources.records import ImageRecord, MaskCrop, ObjectRecord
 from samrs.sources.xmlfile import XmlDoc, XmlError
 from samrs.utils.io import read_rgb
@@ -92,7 +92,7 @@ class Hrsc2016Source(Source):
         if "segmentation" not in record.extras:
             return [None] * len(record.objects)
         codes = rgb_codes(read_rgb(record.extras["segmentation"]))
-        return [None if obj.extras.get("seg_color") is None else _crop(codes == _code(obj.extras["seg_color"]))
+        return [None if obj.extras.get("seg_color") is None else _crop(codes == color_code(obj.extras["seg_color"]))
                 for obj in record.objects]
 
     def _segmentation_path(self, name: str) -> Path:
@@ -138,7 +138,3 @@ def _crop(mask: np.ndarray) -> MaskCrop:
     if rows.size == 0:
         return MaskCrop(np.zeros((0, 0), dtype=bool), 0, 0)
     return MaskCrop(mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], int(cols[0]), int(rows[0]))
-
-
-def _code(color: tuple[int, int, int]) -> int:
-    return (color[0] << 16) | (color[1] << 8) | color[2]
