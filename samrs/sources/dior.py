@@ -15,7 +15,7 @@ unpaired. A paired object keeps the file's horizontal box in `hbox` and the orie
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -172,10 +172,8 @@ class DiorSource(Source):
             pairs = match_boxes([b.hbox for b in hs], [hbox_of(b.corners) for b in rs], self.min_pair_iou)
             for i, j in pairs:
                 h, r = hs[i], rs[j]
-                objects.append(checkers["oriented"].place(
-                    r.name, class_id, r.corners, r.line, h.hbox,
-                    r.extras["difficult"], bool(r.extras["truncated"]),
-                    {**r.extras, "horizontal_line": h.line}))
+                paired = replace(r, hbox=h.hbox, extras={**r.extras, "horizontal_line": h.line})
+                objects.append(self._place(checkers["oriented"], paired))
             for kind, boxes, used in (("horizontal", hs, {i for i, _ in pairs}), ("oriented", rs, {j for _, j in pairs})):
                 for k, box in enumerate(boxes):
                     if k not in used:
