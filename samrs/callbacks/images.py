@@ -61,7 +61,7 @@ class LogValidationImages(Callback):
         truths = truths.cpu().numpy().astype(np.uint8)
         preds = preds.cpu().numpy().astype(np.uint8)
         names = list(batch.get("name", [str(i) for i in range(n)]))[:n]
-        classes = pl_module.class_names.get(subset) or [str(i) for i in range(pl_module.net.num_classes[subset])]
+        classes = pl_module.class_names_of(subset)
         palette = subset_palette(trainer, pl_module, subset)
         panels = [np.concatenate([im, overlay(im, t, palette, self.alpha, outline=False),
                                    overlay(im, p, palette, self.alpha, outline=False)], axis=1)
