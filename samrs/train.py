@@ -57,9 +57,9 @@ def check_start(cfg: DictConfig) -> None:
     start = cfg.get("start")
     path = start.get("checkpoint") if start is not None else None
     if path and not Path(path).is_file():
+        pre_start = start.key.removesuffix("sep").rstrip("_")  # imp_sep -> imp, sep -> ""
         hint = (f"; run the pre-training first (python -m samrs.train experiment=sep_{cfg.get('model_key')}"
-                f"{' start=imp' if start.key == 'imp_sep' else ' start=rsp' if start.key == 'rsp_sep' else ''})"
-                if start.key.endswith("sep") else "")
+                f"{f' start={pre_start}' if pre_start else ''})" if start.key.endswith("sep") else "")
         raise FileNotFoundError(f"start={start.key}: no weight file {path} (set start.checkpoint=FILE{hint})")
 
 

@@ -11,17 +11,10 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from samrs.classes import IGNORE_INDEX, make_palette, subset_classes
+from samrs.classes import make_palette, subset_classes
 from samrs.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from samrs.utils.io import write_png
-
-def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> np.ndarray:
-    """(H, W, 3) uint8 image with class colours blended in where `mask` is not the ignore index."""
-    colors = np.zeros((256, 3), np.float32)
-    colors[: len(palette)] = palette
-    keep = (mask != IGNORE_INDEX)[..., None]
-    blended = (1 - alpha) * image + alpha * colors[mask]
-    return np.where(keep, blended, image).round().astype(np.uint8)
+from samrs.viz import overlay
 
 
 def to_uint8_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -32,11 +25,14 @@ def to_uint8_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
     return pixels.byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
-def palette_of(subset: str, num_classes: int) -> list[tuple[int, int, int]]:
+def subset_palette(trainer: L.Trainer, pl_module: L.LightningModule, subset: str) -> list[tuple[int, int, int]]:
+    """The colours of `subset`'s classes: the datamodule's class list when it has one (it knows a
+    subset's `classes`), else the list named like the subset, else generated colours."""
+    classes_of = getattr(trainer.datamodule, "classes_of", None) or subset_classes
     try:
-        return list(subset_classes(subset).palette)
+        return list(classes_of(subset).palette)
     except KeyError:
-        return make_palette(num_classes)
+        return make_palette(pl_module.net.num_classes[subset])
 
 
 class LogValidationImages(Callback):
@@ -65,9 +61,10 @@ class LogValidationImages(Callback):
         truths = truths.cpu().numpy().astype(np.uint8)
         preds = preds.cpu().numpy().astype(np.uint8)
         names = list(batch.get("name", [str(i) for i in range(n)]))[:n]
-        classes = pl_module.class_names.get(subset) or [str(i) for i in range(pl_module.net.num_classes[subset])]
-        palette = palette_of(subset, len(classes))
-        panels = [np.concatenate([im, overlay(im, t, palette, self.alpha), overlay(im, p, palette, self.alpha)], axis=1)
+        classes = pl_module.class_names_of(subset)
+        palette = subset_palette(trainer, pl_module, subset)
+        panels = [np.concatenate([im, overlay(im, t, palette, self.alpha, outline=False),
+                                   overlay(im, p, palette, self.alpha, outline=False)], axis=1)
                   for im, t, p in zip(images, truths, preds)]
         step = trainer.global_step
         if self.dirpath is not None:

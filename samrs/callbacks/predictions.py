@@ -9,7 +9,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch import Callback
 
-from samrs.classes import make_palette
+from samrs.callbacks.images import subset_palette
 from samrs.utils.io import write_png
 
 
@@ -25,7 +25,6 @@ class SavePredictions(Callback):
         if trainer.sanity_checking or not outputs:
             return
         subset = pl_module.subsets[dataloader_idx]
-        classes_of = getattr(trainer.datamodule, "classes_of", None)
-        palette = classes_of(subset).palette if classes_of else make_palette(pl_module.net.num_classes[subset])
+        palette = subset_palette(trainer, pl_module, subset)
         for name, pred in zip(batch["name"], outputs["pred"].cpu().numpy().astype(np.uint8)):
             write_png(self.dirpath / subset / f"{name}.png", pred, palette=palette)

@@ -28,6 +28,6 @@ class ValidationTables(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 for subset, s in scores.items():
-                    classes = names.get(subset) or [str(i) for i in range(len(s["IoU"]))]
+                    classes = pl_module.class_names_of(subset)
                     rows = [[c, s["IoU"][i], s["F1"][i], s["Acc"][i]] for i, c in enumerate(classes)]
                     logger.log_table(f"val/classes/{subset}", columns=["class", "IoU", "F1", "Acc"], data=rows)

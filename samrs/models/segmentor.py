@@ -124,16 +124,20 @@ class MultiHeadSegmentor(nn.Module):
 
 def check_input_sizes(net: MultiHeadSegmentor, sizes: Mapping[str, int]) -> None:
     """Fail before training when the model cannot take a crop size ({config key: size}): one
-    forward pass of a blank image per size, on the model's current device, in eval mode."""
+    forward pass of a blank image per distinct size (crop and window sizes are often the same), on the
+    model's current device, in eval mode."""
+    first_key: dict[int, str] = {}
+    for key, size in sizes.items():
+        first_key.setdefault(int(size), key)
     subset = next(iter(net.heads))
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad():
-            for key, size in sizes.items():
+            for size, key in first_key.items():
                 try:
-                    net(torch.zeros(1, 3, int(size), int(size), device=device), subset)
+                    net(torch.zeros(1, 3, size, size, device=device), subset)
                 except Exception as err:  # noqa: BLE001 - any failure here means "this size does not fit"
                     stride = max(getattr(net.backbone, "strides", [32]))
                     raise ValueError(

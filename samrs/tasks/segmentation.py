@@ -73,6 +73,10 @@ class SegmentationTask(L.LightningModule):
     def forward(self, x: torch.Tensor, subset: str) -> torch.Tensor:
         return self.net(x, subset)
 
+    def class_names_of(self, subset: str) -> list[str]:
+        """The class names of `subset`, or its class ids as strings when none were given."""
+        return self.class_names.get(subset) or [str(i) for i in range(self.net.num_classes[subset])]
+
     def configure_model(self) -> None:
         # Module.compile works in place, so state_dict keys (and checkpoints) stay as they are. Static
         # shapes: a few graphs (one per subset batch size and crop), no dynamic-shape guards.
@@ -152,8 +156,7 @@ class SegmentationTask(L.LightningModule):
             self.log(f"val/mIoU/{subset}", miou, sync_dist=True)
             self.log(f"val/mF1/{subset}", torch.nan_to_num(scores["mF1"], nan=0.0).float(), sync_dist=True)
             self.log(f"val/OA/{subset}", torch.nan_to_num(scores["OA"], nan=0.0).float(), sync_dist=True)
-            names = self.class_names.get(subset) or [str(i) for i in range(len(scores["IoU"]))]
-            for name, iou in zip(names, scores["IoU"]):
+            for name, iou in zip(self.class_names_of(subset), scores["IoU"]):
                 self.log(f"val/IoU/{subset}/{name}", iou.float(), sync_dist=True)
             mious.append(miou)
         self.log("val/mIoU", torch.stack(mious).mean(), prog_bar=True, sync_dist=True)
