@@ -7,20 +7,17 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from samrs.sources.records import ImageRecord
+from samrs.sources.records import ImageRecord, MaskCrop
 
 
 @dataclass
-class InstanceMask:
-    """The mask of one object, as a boolean crop placed at (x0, y0) in the image.
+class InstanceMask(MaskCrop):
+    """The mask of one object: a MaskCrop (boolean crop placed at (x0, y0) in the image) and its object.
 
     Crops keep memory proportional to object size: a 1024x1024 tile with 2000 vehicles never holds
     2000 full-size masks.
     """
 
-    mask: np.ndarray  # (h, w) bool
-    x0: int
-    y0: int
     object_index: int  # index into ImageRecord.objects
     class_id: int
     score: float | None = None  # SAM's predicted IoU; None for model-free labelers
@@ -30,13 +27,6 @@ class InstanceMask:
     @property
     def area(self) -> int:
         return int(self.mask.sum())
-
-    def full(self, height: int, width: int) -> np.ndarray:
-        """The mask pasted into an all-False (height, width) array (for tests and evaluation)."""
-        out = np.zeros((height, width), dtype=bool)
-        h, w = self.mask.shape
-        out[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = self.mask
-        return out
 
 
 class Labeler(Protocol):

@@ -27,7 +27,7 @@ import csv
 import json
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -79,15 +79,16 @@ def iter_labeled_images(instances_path: Path) -> Iterator[tuple[dict[str, Any], 
 
 @dataclass
 class SourceImage:
-    """One source image read again: its tiles (or itself) by name and its ground-truth crops."""
+    """One source image read again: its tiles (or itself) by name, its ground-truth crops, and the
+    source indices of its objects that some labeled image prompted."""
 
     tiles: dict[str, ImageRecord]
     truth: list[CropLike | None]
-    prompted: set[int] = field(default_factory=set)  # source indices some image prompted
+    prompted: set[int]
 
-    def with_pixels(self) -> set[int]:
-        """Source indices of the objects whose ground truth has a pixel."""
-        return {i for i, crop in enumerate(self.truth) if crop is not None and crop.mask.any()}
+
+def _ignore(problem: Problem) -> None:
+    """Problems of the source: the label job reported them already."""
 
 
 class SourceImages:
@@ -97,37 +98,29 @@ class SourceImages:
     def __init__(self, source: Source, tiling: Tiling) -> None:
         self.source = source
         self.tiling = tiling
-        self.problems: list[Problem] = []  # the label job reported them already
-        self.items = {item.name: item for item in source.items(self.problems.append)}
+        self.items = {item.name: item for item in source.items(_ignore)}
         self.current: tuple[str, SourceImage | None] | None = None
-        self.truth_with_pixels: dict[str, set[int]] = {}
+        self.truth_with_pixels: dict[str, set[int]] = {}  # source indices whose ground truth has a pixel
         self.prompted: dict[str, set[int]] = {}
 
     def get(self, name: str) -> SourceImage | None:
         if self.current is None or self.current[0] != name:
-            self._close()
             self.current = (name, self._read(name))
         return self.current[1]
 
     def _read(self, name: str) -> SourceImage | None:
         item = self.items.get(name)
-        record = None if item is None else self.source.read(item, self.problems.append)
+        record = None if item is None else self.source.read(item, _ignore)
         if record is None:
             return None
+        truth = self.source.instance_crops(record)
+        self.truth_with_pixels[name] = {i for i, crop in enumerate(truth) if crop is not None and crop.mask.any()}
         tiles = {tile.name: tile for tile in self.tiling.tile(record)}
-        return SourceImage(tiles, self.source.instance_crops(record))
-
-    def _close(self) -> None:
-        if self.current is not None and self.current[1] is not None:
-            name, image = self.current
-            self.truth_with_pixels[name] = image.with_pixels()
-            self.prompted.setdefault(name, set()).update(image.prompted)
+        return SourceImage(tiles, truth, self.prompted.setdefault(name, set()))
 
     def unprompted(self) -> int:
         """Ground-truth objects (with pixels) of the images read that no image prompted."""
-        self._close()
-        self.current = None
-        return sum(len(truth - self.prompted.get(name, set())) for name, truth in self.truth_with_pixels.items())
+        return sum(len(truth - self.prompted[name]) for name, truth in self.truth_with_pixels.items())
 
 
 class InstanceLog:

@@ -1,6 +1,6 @@
 """Batched SAM inference: images and their objects' prompts in, one mask crop per object out.
 
-Per call: the image encoder runs once per image, several images per forward pass, under autocast
+Per call: the image encoder runs once per image with objects, several per forward pass, under autocast
 on GPU. Per image, the objects are sorted by the size of their region and decoded in chunks of
 `chunk_size` prompts (memory is bounded by one chunk, whatever the object count); each mask is then
 computed only inside a window around its object (see decoder.py), equal there to what SAM's
@@ -211,11 +211,11 @@ class SamEngine:
         self, images: Sequence[np.ndarray], objects: Sequence[Sequence[ObjectRecord]]
     ) -> list[list[InstanceMask]]:
         """For each image and its objects, one InstanceMask per object."""
-        embeddings = self.encode(images) if any(len(o) for o in objects) else None
-        out = []
-        for i, (image, image_objects) in enumerate(zip(images, objects)):
-            frame = self.frame(*image.shape[:2])
-            out.append(self.predict(embeddings[i : i + 1], frame, image_objects) if image_objects else [])
+        todo = [i for i, image_objects in enumerate(objects) if image_objects]  # the encoder skips empty tiles
+        embeddings = self.encode([images[i] for i in todo]) if todo else None
+        out: list[list[InstanceMask]] = [[] for _ in images]
+        for row, i in enumerate(todo):
+            out[i] = self.predict(embeddings[row : row + 1], self.frame(*images[i].shape[:2]), objects[i])
         return out
 
 

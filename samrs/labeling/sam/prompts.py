@@ -26,6 +26,8 @@ import torch
 from matplotlib.path import Path as PolygonPath
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from samrs.geometry import hbox_of
+from samrs.labeling.fill import box_corners
 from samrs.labeling.sam.frames import SamFrame
 from samrs.sources.records import ObjectRecord
 
@@ -76,14 +78,7 @@ class PromptSpec:
 
 def rhbox(obj: ObjectRecord) -> np.ndarray:
     """(4,) x_min, y_min, x_max, y_max over the vertices of the object's region."""
-    region = obj.region()
-    return np.concatenate([region.min(axis=0), region.max(axis=0)]).astype(np.float64)
-
-
-def box_corners(box: np.ndarray) -> np.ndarray:
-    """(4, 2) corners of an x_min, y_min, x_max, y_max box."""
-    x0, y0, x1, y1 = box
-    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+    return hbox_of(obj.region())
 
 
 def _box(obj: ObjectRecord, kind: str) -> np.ndarray:
@@ -123,12 +118,6 @@ class ObjectPrompts:
     points: np.ndarray | None  # (N, 1, 2) input frame
     boxes: np.ndarray | None  # (N, 4) input frame
     mask_polygons: list[np.ndarray] | None  # N polygons (K, 2), low-res frame
-
-    def __len__(self) -> int:
-        for value in (self.points, self.boxes, self.mask_polygons):
-            if value is not None:
-                return len(value)
-        return 0
 
     def encoder_inputs(
         self, index: np.ndarray, device: torch.device
