@@ -183,8 +183,12 @@ def test_label_batches_images_and_handles_images_without_objects(sam):
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(200, 300), (120, 90), (64, 64)]]
     objects = [random_objects(rng, 200, 300, 3), [], random_objects(rng, 64, 64, 2)]
     engine = SamEngine(sam, PromptSpec(["hbox"]), encoder_batch_size=2)
+    encoded = []
+    encode = engine.encode
+    engine.encode = lambda batch: encoded.append([im.shape for im in batch]) or encode(batch)
     out = engine.label(images, objects)
     assert [len(o) for o in out] == [3, 0, 2]
+    assert encoded == [[(200, 300, 3), (64, 64, 3)]]  # the image without objects is never encoded
     single = engine.predict(engine.encode(images[2:]), engine.frame(64, 64), objects[2])
     for a, b in zip(out[2], single):
         assert np.array_equal(a.full(64, 64), b.full(64, 64))
