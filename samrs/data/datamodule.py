@@ -113,7 +113,8 @@ class SAMRSDataModule(L.LightningDataModule):
         cache_cfg = dict(_plain(cache) or {})
         enabled, cache_dir = cache_cfg.pop("enabled", False), cache_cfg.pop("dir", None)
         self.cache_dir = cache_dir if enabled else None
-        self.cache_workers = cache_cfg.pop("workers", None)
+        cache_workers = cache_cfg.pop("workers", None)
+        self.cache_workers = num_workers if cache_workers is None else cache_workers
         self.codec = BlockCodec(**cache_cfg)
         self.train_transform_cfg = dict(_plain(train_transform) or {})
         self.val_transform_cfg = dict(_plain(val_transform) or {})
@@ -167,8 +168,7 @@ class SAMRSDataModule(L.LightningDataModule):
             if cache is not None:
                 self._check_meta(subset)
                 names = [n for split in SPLITS for n in self.layouts[subset].split_names(self.root_of(subset), split)]
-                workers = self.cache_workers if self.cache_workers is not None else self.num_workers
-                cache.build(names, workers=workers)
+                cache.build(names, workers=self.cache_workers)
 
     def _check_meta(self, subset: str) -> None:
         """samrs' own subsets name their classes in meta.json: they must be the configured ones."""

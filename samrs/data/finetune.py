@@ -103,10 +103,9 @@ class FinetuneDataModule(SAMRSDataModule):
         for split in self.split_layouts:
             cache = self.split_cache(split)
             by_cache.setdefault(cache.directory, (cache, []))[1].extend(self.scene_names(split))
-        workers = self.cache_workers if self.cache_workers is not None else self.num_workers
         entries = {}
         for cache, names in by_cache.values():  # one build per directory: a build keeps only its names
-            entries[cache.directory] = cache.build(names, workers=workers)
+            entries[cache.directory] = cache.build(names, workers=self.cache_workers)
         train = entries[self.split_cache("train").directory]
         sizes = {n: train[n]["shape"] for n in self.scene_names("train") if "shape" in train[n]}
         tiles = scene_tiles(sizes, self.tile_size, self.tile_stride)
