@@ -39,7 +39,6 @@ from samrs.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-SPLITS = ("train", "val")
 ON_ERROR = ("raise", "skip")
 VAL_MODES = ("crop", "whole")
 
@@ -167,7 +166,8 @@ class SAMRSDataModule(L.LightningDataModule):
             cache = self.cache_of(subset)
             if cache is not None:
                 self._check_meta(subset)
-                names = [n for split in SPLITS for n in self.layouts[subset].split_names(self.root_of(subset), split)]
+                splits = dict.fromkeys(("train", self.val_split))  # the splits setup() reads
+                names = [n for split in splits for n in self.layouts[subset].split_names(self.root_of(subset), split)]
                 cache.build(names, workers=self.cache_workers)
 
     def _check_meta(self, subset: str) -> None:
