@@ -27,12 +27,12 @@ from samrs.utils.runs import apply_extras, resolve_ckpt_path
 log = get_logger(__name__)
 
 
-def stored_config(ckpt_path: str) -> DictConfig:
-    """The training config stored in a samrs checkpoint."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+def read_checkpoint(ckpt_path: str) -> tuple[DictConfig, dict[str, torch.Tensor]]:
+    """The training config stored in a samrs checkpoint, and its state_dict (one read of the file)."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
     if "samrs_config" not in checkpoint:
         raise ValueError(f"{ckpt_path}: no samrs training config inside; was it written by samrs.train?")
-    return OmegaConf.create(checkpoint["samrs_config"])
+    return OmegaConf.create(checkpoint["samrs_config"]), checkpoint["state_dict"]
 
 
 def sliding_window(settings: DictConfig, train_cfg: DictConfig) -> SlidingWindow:
@@ -60,13 +60,13 @@ def untrained_model_config(model_cfg: DictConfig) -> DictConfig:
 
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
-    train_cfg = stored_config(ckpt_path)
+    train_cfg, state_dict = read_checkpoint(ckpt_path)
     data_cfg = (cfg.data if cfg.get("data") is not None else train_cfg.data).copy()
     with open_dict(data_cfg):
         data_cfg.val_mode, data_cfg.val_split = "whole", cfg.split
     datamodule = hydra.utils.instantiate(data_cfg)
     model = hydra.utils.instantiate(untrained_model_config(train_cfg.model))
-    model.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"])
+    model.load_state_dict(state_dict)
     model.inference = sliding_window(cfg.evaluate, train_cfg)
     out_dir = Path(cfg.paths.output_dir)
     callbacks = [SavePredictions(str(out_dir / "predictions"))] if cfg.evaluate.save_predictions else []

@@ -81,7 +81,8 @@ class SlidingWindow:
 
     def _slide(self, forward: Forward, images: torch.Tensor) -> torch.Tensor:
         n, _, height, width = images.shape
-        padded = F.pad(images, (0, max(0, self.window - width), 0, max(0, self.window - height)))
+        pad_w, pad_h = max(0, self.window - width), max(0, self.window - height)
+        padded = F.pad(images, (0, pad_w, 0, pad_h)) if pad_w or pad_h else images  # F.pad always copies
         full_h, full_w = padded.shape[2:]
         windows = self.windows(full_h, full_w)
         device = torch.device(self.device) if self.device else images.device

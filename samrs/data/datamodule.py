@@ -39,7 +39,6 @@ from samrs.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-SPLITS = ("train", "val")
 ON_ERROR = ("raise", "skip")
 VAL_MODES = ("crop", "whole")
 
@@ -113,7 +112,8 @@ class SAMRSDataModule(L.LightningDataModule):
         cache_cfg = dict(_plain(cache) or {})
         enabled, cache_dir = cache_cfg.pop("enabled", False), cache_cfg.pop("dir", None)
         self.cache_dir = cache_dir if enabled else None
-        self.cache_workers = cache_cfg.pop("workers", None)
+        cache_workers = cache_cfg.pop("workers", None)
+        self.cache_workers = num_workers if cache_workers is None else cache_workers
         self.codec = BlockCodec(**cache_cfg)
         self.train_transform_cfg = dict(_plain(train_transform) or {})
         self.val_transform_cfg = dict(_plain(val_transform) or {})
@@ -166,9 +166,9 @@ class SAMRSDataModule(L.LightningDataModule):
             cache = self.cache_of(subset)
             if cache is not None:
                 self._check_meta(subset)
-                names = [n for split in SPLITS for n in self.layouts[subset].split_names(self.root_of(subset), split)]
-                workers = self.cache_workers if self.cache_workers is not None else self.num_workers
-                cache.build(names, workers=workers)
+                splits = dict.fromkeys(("train", self.val_split))  # the splits setup() reads
+                names = [n for split in splits for n in self.layouts[subset].split_names(self.root_of(subset), split)]
+                cache.build(names, workers=self.cache_workers)
 
     def _check_meta(self, subset: str) -> None:
         """samrs' own subsets name their classes in meta.json: they must be the configured ones."""

@@ -67,10 +67,11 @@ class FinetuneDataModule(SAMRSDataModule):
         for split in ("train", self.val_split):
             if split not in self.split_layouts:
                 raise ValueError(f"data.splits needs a {split!r} entry (its scene names and folders)")
-        self.decoder = LabelCoding(**_plain(labels)).decoder(self.classes_of(name))
+        coding = LabelCoding(**_plain(labels))
+        self.decoder = coding.decoder(self.classes_of(name))
         tiling = dict(_plain(tiling))
         self.tile_size, self.tile_stride = int(tiling["size"]), int(tiling["stride"])
-        self.exclude_ids = _exclude_ids(self.classes_of(name).names, exclude_from_means, self.decoder.key)
+        self.exclude_ids = _exclude_ids(self.classes_of(name).names, exclude_from_means, coding)
         check_fraction(fraction)
         self.fraction, self.fraction_seed = fraction, fraction_seed
         self.generator = generate
@@ -103,10 +104,9 @@ class FinetuneDataModule(SAMRSDataModule):
         for split in self.split_layouts:
             cache = self.split_cache(split)
             by_cache.setdefault(cache.directory, (cache, []))[1].extend(self.scene_names(split))
-        workers = self.cache_workers if self.cache_workers is not None else self.num_workers
         entries = {}
         for cache, names in by_cache.values():  # one build per directory: a build keeps only its names
-            entries[cache.directory] = cache.build(names, workers=workers)
+            entries[cache.directory] = cache.build(names, workers=self.cache_workers)
         train = entries[self.split_cache("train").directory]
         sizes = {n: train[n]["shape"] for n in self.scene_names("train") if "shape" in train[n]}
         tiles = scene_tiles(sizes, self.tile_size, self.tile_stride)
@@ -153,10 +153,10 @@ def _split_layout(split: str, shared: dict[str, Any], spec: dict[str, Any]) -> S
     return SubsetLayout(**{**shared, **spec}, split_files={split: names})
 
 
-def _exclude_ids(classes: Sequence[str], exclude: Sequence[str], coding: Mapping[str, Any]) -> list[int]:
+def _exclude_ids(classes: Sequence[str], exclude: Sequence[str], coding: LabelCoding) -> list[int]:
     """Ids of the excluded class names; a name the class list lacks must be one the label coding
     ignores (iSAID's background with the 15-class list), not a typo."""
-    coded = set(coding["coding"]["colors"]) | {v for v in coding["coding"]["values"] or () if v is not None}
+    coded = set(coding.colors) | {v for v in coding.values or () if v is not None}
     unknown = [c for c in exclude if c not in classes and c not in coded]
     if unknown:
         raise ValueError(f"data.exclude_from_means: {', '.join(unknown)} is neither a class ({', '.join(classes)}) "

@@ -127,15 +127,20 @@ def missing_files(root: Path, layout: SubsetLayout, names: list[str]) -> dict[st
             present[folder] = set()
     problems: dict[str, Problem] = {}
     for name in names:
-        for kind, path, folder in (
-            ("missing_image", layout.image_path(root, name), layout.image_dir),
-            ("missing_annotation", layout.label_path(root, name), layout.label_dir),
+        for what, path, folder in (
+            ("image", layout.image_path(root, name), layout.image_dir),
+            ("label", layout.label_path(root, name), layout.label_dir),
         ):
             found = path.name in present[folder] if "/" not in name else path.is_file()
             if not found:
-                what = "image" if kind == "missing_image" else "label"
-                problems.setdefault(name, Problem(str(path), None, kind, f"{what} of listed image {name} not found"))
+                problems.setdefault(name, missing_file(path, what, name))
     return problems
+
+
+def missing_file(path: Path, what: str, name: str, action: str = "skipped") -> Problem:
+    """The problem of listed image `name` whose `what` ("image" or "label") file does not exist."""
+    kind = "missing_image" if what == "image" else "missing_annotation"
+    return Problem(str(path), None, kind, f"{what} of listed image {name} not found", action)
 
 
 def pair_problem(image_path: Path, label_path: Path, image: np.ndarray, label: np.ndarray,

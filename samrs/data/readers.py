@@ -14,7 +14,7 @@ import numpy as np
 
 from samrs.data.blocks import BlockFile, Window
 from samrs.data.labels import UnknownLabelError
-from samrs.data.layout import SubsetLayout, pair_problem
+from samrs.data.layout import SubsetLayout, missing_file, pair_problem
 from samrs.sources.base import BadInputError, Problem
 from samrs.utils.io import read_label, read_rgb
 
@@ -48,8 +48,7 @@ def load_pair(root: Path, layout: SubsetLayout, name: str, num_classes: int,
 
 def _decode(path: Path, read, what: str, name: str) -> np.ndarray:
     if not path.is_file():
-        kind = "missing_image" if what == "image" else "missing_annotation"
-        raise BadInputError(Problem(str(path), None, kind, f"{what} of listed image {name} not found", "stopped"))
+        raise BadInputError(missing_file(path, what, name, "stopped"))
     try:
         return read(path)
     except UnknownLabelError as err:

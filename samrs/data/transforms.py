@@ -87,6 +87,12 @@ class WindowTransform(ABC):
         self.rng = np.random.default_rng(own)
         self.ops.set_random_seed(int(albu.generate_state(1)[0]))
 
+    def _padded_sample(self, image: np.ndarray, label: np.ndarray, size: int) -> Sample:
+        """A crop padded to size x size (image 0, label 255), through the albumentations tail."""
+        image = _pad_to(np.ascontiguousarray(image), size, 0)
+        label = _pad_to(np.ascontiguousarray(label), size, IGNORE_INDEX)
+        return _as_sample(self.ops(image=image, mask=label))
+
     @abstractmethod
     def plan(self, height: int, width: int) -> tuple[Window, Any]:
         """The source window to read and the random parameters drawn for this sample."""
@@ -148,9 +154,7 @@ class RandomScaleCrop(WindowTransform):
             ys = _nearest(p["y0"], rows, p["fy"], image.shape[0] + p["top"]) - p["top"]
             xs = _nearest(p["x0"], cols, p["fx"], image.shape[1] + p["left"]) - p["left"]
             crop_label = label[ys[:, None], xs[None, :]]
-        crop = _pad_to(np.ascontiguousarray(crop), c, 0)
-        crop_label = _pad_to(np.ascontiguousarray(crop_label), c, IGNORE_INDEX)
-        return _as_sample(self.ops(image=crop, mask=crop_label))
+        return self._padded_sample(crop, crop_label, c)
 
 
 def _source_span(start: int, count: int, factor: float, size: int) -> tuple[int, int]:
@@ -181,9 +185,7 @@ class CenterCrop(WindowTransform):
         return Window(top, min(height, top + c), left, min(width, left + c)), None
 
     def finish(self, image: np.ndarray, label: np.ndarray, params: None) -> Sample:
-        image = _pad_to(np.ascontiguousarray(image), self.crop_size, 0)
-        label = _pad_to(np.ascontiguousarray(label), self.crop_size, IGNORE_INDEX)
-        return _as_sample(self.ops(image=image, mask=label))
+        return self._padded_sample(image, label, self.crop_size)
 
 
 def train_transform(
