@@ -188,3 +188,18 @@ def test_release_config_reads_the_official_layout(tmp_path):
 def test_misspelt_layout_key_is_named(tmp_path):
     with pytest.raises(InstantiationException, match="data.subsets.sota: unknown keys label_folder"):
         data_module("sota", {}, tmp_path, "+data.subsets.sota.label_folder=gray")
+
+
+def test_cached_validation_on_another_split(tmp_path):
+    from samrs.scenes.subset import write_generated_subset
+
+    root = write_generated_subset(tmp_path / "sota", "sota", count=8, size=64, num_objects=(2, 5), seed=3,
+                                  val_fraction=0.25, progress=False)
+    first = (root / "val.txt").read_text().split()[0]
+    for folder in ("images", "labels"):
+        shutil.copy(root / folder / f"{first}.png", root / folder / "extra.png")
+    (root / "test.txt").write_text("extra\n")  # an image neither in train.txt nor in val.txt
+    module = data_module("sota", {"sota": root}, tmp_path, "data.cache.enabled=true", "+data.val_split=test",
+                         "+data.subsets.sota.split_files={train: train.txt, val: val.txt, test: test.txt}")
+    ready(module, "validate")
+    assert list(module.val_sets["sota"].names) == ["extra"]
