@@ -24,16 +24,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from samrs.classes import IGNORE_INDEX, SubsetClasses
-from samrs.sources.isaid import code_color, rgb_codes
+from samrs.sources.isaid import code_color, color_code, rgb_codes
 from samrs.utils.io import read_label, read_rgb
 
 FORMATS = ("ids", "color")
 UNKNOWN = ("raise", "ignore")
-
-
-def _code(color: Sequence[int]) -> int:
-    r, g, b = (int(v) for v in color)
-    return r << 16 | g << 8 | b
 
 
 @dataclass(frozen=True)
@@ -72,8 +67,8 @@ class LabelCoding:
                                  f"({', '.join(classes.names)}); check the spelling")
         key = {"coding": self.describe(), "classes": list(classes.names)}
         if self.format == "color":
-            table = {_code(color): classes.id_of(name) for name, color in self.colors.items()}
-            table.update({_code(c): None for c in self.ignore_colors})
+            table = {color_code(color): classes.id_of(name) for name, color in self.colors.items()}
+            table.update({color_code(c): None for c in self.ignore_colors})
             return ColorDecoder(table, self.unknown, key)
         if self.values is None:
             lut = np.arange(256, dtype=np.int16)

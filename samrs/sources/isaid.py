@@ -50,7 +50,7 @@ def code_color(code: int) -> tuple[int, int, int]:
     return (int(code) >> 16 & 255, int(code) >> 8 & 255, int(code) & 255)
 
 
-def color_code(color: tuple[int, int, int]) -> int:
+def color_code(color: Sequence[int]) -> int:
     """The inverse of code_color: 0xRRGGBB of an RGB colour, as rgb_codes gives it."""
     r, g, b = (int(v) for v in color)
     return r << 16 | g << 8 | b
