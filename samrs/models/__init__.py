@@ -1,6 +1,7 @@
 """Backbones (timm), necks, decoders (UperNet, UNet), the multi-head segmentor, and pre-trained
 weight export / loading (`load_pretrained`: a pre-training's trunk with new classifiers)."""
 
+from samrs.models import backbones  # noqa: F401  (registers the zoo backbones with timm)
 from samrs.models.backbone import TimmBackbone
 from samrs.models.neck import MultiLevelNeck
 from samrs.models.segmentor import ClassifierHead, MultiHeadSegmentor, check_input_sizes

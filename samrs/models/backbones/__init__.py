@@ -1,0 +1,3 @@
+"""Backbones of the official SAMRS model zoo that timm does not ship, each registered with timm under
+its name (`timm.create_model("vitaev2_s")`, `TimmBackbone(name="vitaev2_s")`). Importing this package
+registers them; `samrs.models` imports it."""
