@@ -96,9 +96,11 @@ def test_official_sep_checkpoint_keeps_the_encoder_only():
     """SAMRS SEP writes {'state_dict': model.state_dict()}: encoder.*, decoder.*, semseghead_<k>.*."""
     source = reduced_model()
     state = {f"encoder.{k}": v for k, v in source.state_dict().items()}
-    state |= {"decoder.fpn_bottleneck.conv.weight": torch.zeros(128, 512, 3, 3), "semseghead_1.1.weight": torch.zeros(18, 128, 1, 1)}
+    state |= {"decoder.fpn_bottleneck.conv.weight": torch.zeros(128, 512, 3, 3),
+              "semseghead_1.1.weight": torch.zeros(18, 128, 1, 1)}
     target = timm.create_model("vitaev2_s", **REDUCED)
-    target.load_state_dict(checkpoint_filter_fn({"state_dict": state, "epoch": 3, "iteration": 80000}, target), strict=True)
+    ckpt = {"state_dict": state, "epoch": 3, "iteration": 80000}
+    target.load_state_dict(checkpoint_filter_fn(ckpt, target), strict=True)
     for key, value in source.state_dict().items():
         torch.testing.assert_close(target.state_dict()[key], value)
 
@@ -126,7 +128,8 @@ def test_relative_tables_of_another_window_are_resized():
 def test_inputs_must_be_multiples_of_32_and_may_be_rectangular():
     model = timm.create_model("vitaev2_s", **REDUCED).eval()
     with torch.no_grad():
-        shapes = [tuple(f.shape[-2:]) for f in model.forward_intermediates(torch.zeros(1, 3, 64, 96), intermediates_only=True)]
+        levels = model.forward_intermediates(torch.zeros(1, 3, 64, 96), intermediates_only=True)
+        shapes = [tuple(f.shape[-2:]) for f in levels]
         assert shapes == [(16, 24), (8, 12), (4, 6), (2, 3)]
         with pytest.raises(ValueError, match="multiples of 32"):
             model(torch.zeros(1, 3, 72, 72))
@@ -151,7 +154,8 @@ def test_parameter_groups_and_official_drop_path_rates():
     ramp = torch.linspace(0, 0.3, 14).tolist()
     assert official_drop_path_rates([2, 2, 8, 2], 0.3) == [ramp[0:2], ramp[2:4], ramp[2:10], ramp[8:10]]
     full = timm.create_model("vitaev2_s")
-    assert [getattr(c.drop_path, "drop_prob", 0.0) for s in full.layers for c in s.NC] == ramp[0:4] + ramp[2:10] + ramp[8:10]
+    rates = [getattr(cell.drop_path, "drop_prob", 0.0) for stage in full.layers for cell in stage.NC]
+    assert rates == ramp[0:4] + ramp[2:10] + ramp[8:10]
 
 
 # --- configs and the debug experiment ---------------------------------------------------------------------
@@ -176,7 +180,7 @@ def test_experiments_have_the_official_settings():
 
 
 @pytest.mark.slow
-def test_debug_pretraining_trains_validates_and_its_export_loads_into_the_debug_finetuning(generated_subsets, tmp_path):
+def test_debug_pretraining_runs_and_its_export_loads_into_the_debug_finetuning(generated_subsets, tmp_path):
     data = [f"data.subsets.{k}.root={v}" for k, v in generated_subsets.items()] + ["data.generate=null"]
     quick = ["trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "logger=csv",
              "extras.print_config=false", "callbacks.rich_progress_bar=null", "data.val_transform.crop_size=64"]

@@ -186,7 +186,8 @@ class ReductionCell(nn.Module):
         # the official window block shrinks its window (and relative table) to a smaller construction-time
         # map; the cell still partitions with `window_size`
         block_window = min(img_size // downsample_ratios, window_size) if tokens_type == "swin" else None
-        self.attn = TokenBlock(self.PRM.out_chans, token_dims, num_heads, block_window, relative_pos, gamma, init_values)
+        self.attn = TokenBlock(self.PRM.out_chans, token_dims, num_heads, block_window, relative_pos, gamma,
+                               init_values)
         self.gamma2 = layer_scale(gamma, token_dims, init_values)
         self.gamma3 = layer_scale(gamma, token_dims, init_values)
         self.SE = SqueezeExcite(token_dims) if SE else nn.Identity()
@@ -313,11 +314,14 @@ class ViTAEv2(nn.Module):
         relative_pos: bool = False,
     ) -> None:
         super().__init__()
-        embed_dims, downsample_ratios, kernel_size = (per_stage(v, stages) for v in (embed_dims, downsample_ratios, kernel_size))
-        RC_heads, NC_heads, RC_group, NC_group, NC_depth = (per_stage(v, stages) for v in (RC_heads, NC_heads, RC_group, NC_group, NC_depth))
+        embed_dims, downsample_ratios, kernel_size, RC_heads, NC_heads, RC_group, NC_group, NC_depth = (
+            per_stage(v, stages)
+            for v in (embed_dims, downsample_ratios, kernel_size, RC_heads, NC_heads, RC_group, NC_group, NC_depth))
         RC_tokens_type, NC_tokens_type = per_stage(RC_tokens_type, stages), per_stage(NC_tokens_type, stages)
         dilations = dilations if isinstance(dilations[0], (list, tuple)) else [dilations] * stages
-        self.tokens_dims = list(token_dims) if isinstance(token_dims, (list, tuple)) else [token_dims * 2 ** i for i in range(stages)]
+        # an int token_dims doubles per stage (the official rule)
+        self.tokens_dims = per_stage(token_dims, stages) if isinstance(token_dims, (list, tuple)) else [
+            token_dims * 2 ** i for i in range(stages)]
         for kind in (*RC_tokens_type, *NC_tokens_type):
             if kind not in TOKEN_TYPES:
                 raise ValueError(f"vitaev2: token type {kind!r} is not built here; vitaev2_s uses {TOKEN_TYPES}")
@@ -327,17 +331,18 @@ class ViTAEv2(nn.Module):
         self.feature_info: list[dict[str, Any]] = []
         layers = []
         for i, rates in enumerate(official_drop_path_rates(NC_depth, drop_path_rate)):
-            rc = ReductionCell(img_size, in_chans, embed_dims[i], self.tokens_dims[i], downsample_ratios[i], kernel_size[i],
+            dim = self.tokens_dims[i]
+            rc = ReductionCell(img_size, in_chans, embed_dims[i], dim, downsample_ratios[i], kernel_size[i],
                                RC_heads[i], dilations[i], RC_tokens_type[i], RC_group[i], gamma, init_values, SE,
                                window_size, relative_pos)
-            nc = [NormalCell(self.tokens_dims[i], NC_heads[i], mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate,
-                             rate, NC_group[i], NC_tokens_type[i], gamma, init_values, SE, window_size, relative_pos)
+            nc = [NormalCell(dim, NC_heads[i], mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate, rate,
+                             NC_group[i], NC_tokens_type[i], gamma, init_values, SE, window_size, relative_pos)
                   for rate in rates]
             layers.append(BasicLayer(rc, nc))
             img_size //= downsample_ratios[i]
-            in_chans = self.tokens_dims[i]
+            in_chans = dim
             self.reduction *= downsample_ratios[i]
-            self.feature_info.append(dict(num_chs=self.tokens_dims[i], reduction=self.reduction, module=f"layers.{i}"))
+            self.feature_info.append(dict(num_chs=dim, reduction=self.reduction, module=f"layers.{i}"))
         self.pos_drop = nn.Dropout(drop_rate)  # official attribute; the official forward never calls it
         self.layers = nn.ModuleList(layers)
         for i, dim in enumerate(self.tokens_dims):
