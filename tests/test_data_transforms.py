@@ -201,6 +201,17 @@ def test_centre_crop_takes_the_middle_and_pads_small_images():
     assert np.array_equal(mask[:100, :90], label)
 
 
+def test_resize_validation_shrinks_the_whole_image_and_its_label():
+    """val_transform(resize=224): InternImage's "224-resize validation" (paper Table 9), the official
+    A.Resize: the whole image bilinear, the label nearest (class ids stay class ids)."""
+    image, label = colour_scene(3, 300, 260)
+    out, mask = run(val_transform(crop_size=512, resize=224), image, label)
+    assert out.shape == (224, 224, 3) and mask.shape == (224, 224)
+    assert np.array_equal(mask, cv2.resize(label, (224, 224), interpolation=cv2.INTER_NEAREST))
+    inside = interior(mask.astype(np.uint8))
+    assert (decode_label(out)[inside] == np.where(mask == 255, 255, mask)[inside]).mean() > 0.99
+
+
 def test_reseeded_transforms_repeat_and_differ():
     image, label = colour_scene(4)
     a, b = (train_transform(crop_size=96) for _ in range(2))

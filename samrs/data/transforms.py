@@ -217,10 +217,17 @@ def whole_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] 
 
 def val_transform(
     crop_size: int = 512, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-    window_first: bool = True,
+    window_first: bool = True, resize: int | None = None,
 ) -> WindowTransform:
-    """Centre crop of `crop_size` (paper A.5: 512x512 centre crops of the validation split)."""
+    """Centre crop of `crop_size` (paper A.5: 512x512 centre crops of the validation split).
+
+    `resize`: the whole image resized to resize x resize instead (bilinear; labels nearest), the
+    official val transform's `A.Resize(IMAGE_SIZE, IMAGE_SIZE)`: the paper's "224-resize validation"
+    of InternImage (Table 9) is `resize=224`."""
     ops = [A.Normalize(mean=mean, std=std), ToTensorV2()]
+    if resize:
+        return WholeImage([A.Resize(resize, resize, interpolation=cv2.INTER_LINEAR,
+                                    mask_interpolation=cv2.INTER_NEAREST), *ops])
     if window_first:
         return CenterCrop(crop_size, ops)
     return WholeImage([_pad(crop_size), A.CenterCrop(crop_size, crop_size), *ops])

@@ -2,3 +2,4 @@
 its name (`timm.create_model("vitaev2_s")`, `TimmBackbone(name="vitaev2_s")`). Importing this package
 registers them; `samrs.models` imports it."""
 from samrs.models.backbones import vitaev2  # noqa: F401
+from samrs.models.backbones import internimage  # noqa: F401  (internimage_t)
