@@ -14,7 +14,8 @@ from PIL import Image
 
 from samrs.classes import POTSDAM_COLORS, POTSDAM_WITH_CLUTTER, VAIHINGEN
 from samrs.data.blocks import Window
-from samrs.scenes.finetune import landcover_scene
+from samrs.data.layout import SubsetLayout
+from samrs.scenes.finetune import landcover_scene, write_loveda_like, write_vaihingen_like
 from samrs.utils.io import read_label, read_rgb
 
 # the ISPRS benchmark's Vaihingen areas: 16 with public labels for training, 17 for testing
@@ -134,3 +135,17 @@ def test_real_loveda_tile_in_the_release_layout(samples_dir, tmp_path):
     assert scene["name"] == ["Val/Urban/1"] and scene["image"].shape == (1, 3, 1024, 1024)
     raw = read_label(sample / "ann_dir" / "0.png")
     np.testing.assert_array_equal(scene["mask"][0].numpy(), np.where(raw == 0, 255, raw.astype(int) - 1))
+
+
+def test_generated_data_needs_listings_it_can_fill(tmp_path):
+    """The generators write scenes where the split listings say: names for ISPRS-like scenes, folder
+    patterns for LoveDA-like ones; anything else is a configuration error naming the key."""
+    named = {"train": SubsetLayout(split_files={"train": ["Train/Urban/0"]})}
+    with pytest.raises(ValueError, match=r"data.splits.train.names as folder patterns"):
+        write_loveda_like(tmp_path, named, {"train": 1})
+    patterned = {"val": SubsetLayout(split_files={"val": "area*"})}
+    with pytest.raises(ValueError, match=r"data.splits.val.names as a list of scene names"):
+        write_vaihingen_like(tmp_path, patterned)
+    narrow = {"train": SubsetLayout(image_dir="", split_files={"train": ["Train/Urban/1*"]})}
+    with pytest.raises(ValueError, match="scene Train/Urban/0 does not match"):
+        write_loveda_like(tmp_path, narrow, {"train": 1})
