@@ -87,7 +87,6 @@ LOVEDA_COLORS = {
     "background": (255, 255, 255), "building": (255, 0, 0), "road": (255, 255, 0), "water": (0, 0, 255),
     "barren": (159, 129, 183), "forest": (0, 255, 0), "agricultural": (255, 195, 128),
 }
-LOVEDA_VALUES = (None, *LOVEDA)
 
 
 def normalize_name(name: str) -> str:
