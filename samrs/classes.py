@@ -75,6 +75,18 @@ POTSDAM_COLORS = {
 # Label values as mmseg's converter (tools/dataset_converters/potsdam.py) writes them: 0 for black
 # (boundary) and any colour it does not know, then the six colours; None: no class (ignored).
 MMSEG_POTSDAM_VALUES = (None, "impervious-surface", "building", "low-vegetation", "tree", "car", "clutter")
+# ISPRS Vaihingen: the same six ISPRS classes and colours (IRRG images); the fine-tuning ignores
+# clutter as for Potsdam (the official code trains 5 classes on both). mmseg's Vaihingen converter
+# writes the same values as its Potsdam converter.
+VAIHINGEN = POTSDAM
+VAIHINGEN_WITH_CLUTTER = POTSDAM_WITH_CLUTTER
+# LoveDA: mask values 1-7 are these classes (mmseg's LoveDADataset names), 0 is no-data (ignored);
+# background is a real land-cover class here, counted in the mIoU. Colours: mmseg's palette.
+LOVEDA = ("background", "building", "road", "water", "barren", "forest", "agricultural")
+LOVEDA_COLORS = {
+    "background": (255, 255, 255), "building": (255, 0, 0), "road": (255, 255, 0), "water": (0, 0, 255),
+    "barren": (159, 129, 183), "forest": (0, 255, 0), "agricultural": (255, 195, 128),
+}
 
 
 def normalize_name(name: str) -> str:
@@ -134,12 +146,16 @@ SUBSETS: dict[str, SubsetClasses] = {
     "potsdam": SubsetClasses("potsdam", POTSDAM, tuple(POTSDAM_COLORS[n] for n in POTSDAM)),
     "potsdam_with_clutter": SubsetClasses("potsdam_with_clutter", POTSDAM_WITH_CLUTTER,
                                           tuple(POTSDAM_COLORS[n] for n in POTSDAM_WITH_CLUTTER)),
+    "vaihingen": SubsetClasses("vaihingen", VAIHINGEN, tuple(POTSDAM_COLORS[n] for n in VAIHINGEN)),
+    "vaihingen_with_clutter": SubsetClasses("vaihingen_with_clutter", VAIHINGEN_WITH_CLUTTER,
+                                            tuple(POTSDAM_COLORS[n] for n in VAIHINGEN_WITH_CLUTTER)),
+    "loveda": SubsetClasses("loveda", LOVEDA, tuple(LOVEDA_COLORS[n] for n in LOVEDA)),
 }
 
 
 def subset_classes(name: str) -> SubsetClasses:
     """The class list of a subset by name (sota, sior, fast, hrsc2016, isaid, isaid_with_background,
-    potsdam, potsdam_with_clutter)."""
+    potsdam, potsdam_with_clutter, vaihingen, vaihingen_with_clutter, loveda)."""
     try:
         return SUBSETS[name.lower()]
     except KeyError:

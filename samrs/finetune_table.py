@@ -7,7 +7,8 @@ of the checkpoint's run for an evaluation): dataset (data.name), model (model_ke
 start (start.key, start.label) and fraction (data.fraction). An evaluation of a training run found
 too (e.g. with flip or multi-scale) replaces that run's own final validation (the newest, if several). Per dataset, runs on all training
 tiles make a per-class table (Potsdam: F1 per class, OA, mF1 as Table 3; iSAID: IoU per class and
-mIoU as Table 4), runs on fractions a table with a column group per fraction (Tables 5-6). Several
+mIoU as Table 4; Vaihingen as Potsdam, LoveDA as iSAID with all 7 classes: conf/finetune_table.yaml),
+runs on fractions a table with a column group per fraction (Tables 5-6). Several
 runs of one cell (seeds) are averaged and counted. Written as markdown and one CSV per table to
 output_dir, with the paper's figures beside ours where conf/finetune_table.yaml lists them.
 """

@@ -16,7 +16,7 @@ from PIL import Image
 from samrs.data.blocks import BlockCodec, BlockFile, Window, write_block_file
 from samrs.data.cache import SubsetCache
 from samrs.data.dataset import SegmentationDataset
-from samrs.data.layout import SubsetLayout
+from samrs.data.layout import SubsetLayout, missing_files
 from samrs.data.readers import FileReader
 from samrs.data.transforms import train_transform
 from samrs.sources.base import BadInputError
@@ -92,6 +92,40 @@ def test_split_file_problems_are_named(subset):
         layout.split_names(subset, "train")
     with pytest.raises(FileNotFoundError, match="image folder not found"):
         SubsetLayout(image_dir="rgb", split_files={"train": None}).split_names(subset, "train")
+
+
+def test_names_with_folders_sibling_image_and_label_folders_and_pattern_lists(tmp_path):
+    """LoveDA's shape: name Train/Urban/7 is Train/Urban/images_png/7.png + Train/Urban/masks_png/7.png;
+    a split lists one pattern per domain folder, or names and patterns mixed."""
+    for folder, names in {"Train/Urban": ["7", "12"], "Train/Rural": ["3"]}.items():
+        for name in names:
+            write_png(tmp_path / folder / "images_png" / f"{name}.png", np.zeros((4, 4, 3), np.uint8))
+            write_png(tmp_path / folder / "masks_png" / f"{name}.png", np.zeros((4, 4), np.uint8))
+    layout = SubsetLayout(image_dir="", label_dir="", image_subdir="images_png", label_subdir="masks_png",
+                          split_files={"train": ["Train/Urban/*", "Train/Rural/*"],
+                                       "val": ["Train/Rural/3", "Train/Urban/1*"],
+                                       "twice": ["Train/Urban/7", "Train/Urban/*"], "none": ["Train/Urban/9*"],
+                                       "absent": ["Test/Urban/*"]})
+    train = layout.split_names(tmp_path, "train")
+    assert train == ["Train/Urban/12", "Train/Urban/7", "Train/Rural/3"]
+    assert layout.split_names(tmp_path, "val") == ["Train/Rural/3", "Train/Urban/12"]
+    assert layout.image_path(tmp_path, "Train/Urban/7") == tmp_path / "Train/Urban/images_png/7.png"
+    assert layout.label_path(tmp_path, "Train/Urban/7") == tmp_path / "Train/Urban/masks_png/7.png"
+    with pytest.raises(ValueError, match="1 names listed more than once"):
+        layout.split_names(tmp_path, "twice")
+    with pytest.raises(ValueError, match=r"no image name matches split_files.none='Train/Urban/9\*'"):
+        layout.split_names(tmp_path, "none")
+    with pytest.raises(FileNotFoundError, match=r"Test/Urban/images_png: image folder not found"):
+        layout.split_names(tmp_path, "absent")
+    (tmp_path / "Train/Rural/masks_png/3.png").unlink()
+    problems = missing_files(tmp_path, layout, train)
+    assert list(problems) == ["Train/Rural/3"]
+    assert problems["Train/Rural/3"].path.endswith("Train/Rural/masks_png/3.png")
+    # a file name prefix belongs to the file, not to the name's folder
+    write_png(tmp_path / "img" / "a" / "top_x.png", np.zeros((4, 4, 3), np.uint8))
+    prefixed = SubsetLayout(image_dir="img", image_prefix="top_", split_files={"train": "a/*"})
+    assert prefixed.split_names(tmp_path, "train") == ["a/x"]
+    assert prefixed.image_path(tmp_path, "a/x") == tmp_path / "img" / "a" / "top_x.png"
 
 
 # ---- checks ----------------------------------------------------------------------------------

@@ -61,7 +61,10 @@ class SubsetCache:
         root = Path(root).resolve()
         files = [layout.image_dir, layout.label_dir, layout.image_suffix, layout.label_suffix]
         prefixes = [layout.image_prefix, layout.label_prefix]
-        extra = [prefixes] if any(prefixes) else []  # (keeps the directories of caches built before)
+        subdirs = [layout.image_subdir, layout.label_subdir]
+        # (only when set: keeps the directories of caches built before)
+        extra = [prefixes] if any(prefixes) else []
+        extra += [["subdirs", *subdirs]] if any(subdirs) else []
         labels = getattr(read_labels, "key", None)
         extra += [labels] if labels is not None else []
         key = hashlib.sha1(json.dumps([str(root), *files, *extra]).encode())

@@ -36,16 +36,21 @@ class SubsetLayout:
     label_prefix: str = ""
     # split -> a file listing one image name per line, the list of names itself, a glob pattern
     # matched against the names in image_dir or a sub-folder of it ("*", "P[0-9][0-9][0-9][0-9]",
-    # "train/*"), or null: split the image folder by name hash
+    # "train/*"), a list of such patterns, or null: split the image folder by name hash
     split_files: Mapping[str, str | Sequence[str] | None] = field(
         default_factory=lambda: {"train": "train.txt", "val": "val.txt"})
     val_fraction: float = 0.05
+    # a folder between a name's own folders and its file, when images and labels sit in sibling
+    # folders below the name's (LoveDA: name Train/Urban/1366 is Train/Urban/images_png/1366.png and
+    # Train/Urban/masks_png/1366.png)
+    image_subdir: str = ""
+    label_subdir: str = ""
 
     def image_path(self, root: Path, name: str) -> Path:
-        return root / self.image_dir / f"{self.image_prefix}{name}{self.image_suffix}"
+        return _file_path(root / self.image_dir, self.image_subdir, self.image_prefix, name, self.image_suffix)
 
     def label_path(self, root: Path, name: str) -> Path:
-        return root / self.label_dir / f"{self.label_prefix}{name}{self.label_suffix}"
+        return _file_path(root / self.label_dir, self.label_subdir, self.label_prefix, name, self.label_suffix)
 
     def split_names(self, root: Path, split: str) -> list[str]:
         """The image names of `split`, in listed order (sorted for patterns); a clear error for a
@@ -61,13 +66,12 @@ class SubsetLayout:
             if numbers:
                 raise ValueError(f"split {split}: names must be strings, got {numbers[0]!r}; quote them in YAML "
                                  f"(unquoted, 2_10 reads as the number 210)")
-            return _checked_names(list(listing), f"{root}: split_files.{split}")
-        if any(c in listing for c in "*?["):  # a pattern, maybe in a sub-folder: train/*
-            sub, _, pattern = listing.rpartition("/")
-            names = [f"{sub}/{n}" if sub else n for n in self.folder_names(root, sub) if fnmatchcase(n, pattern)]
-            if not names:
-                raise ValueError(f"{root / self.image_dir}: no image name matches split_files.{split}={listing!r}")
-            return names
+            # names, or patterns (LoveDA's [Train/Urban/*, Train/Rural/*]) each matched on its own
+            names = [n for entry in listing for n in (self._matches(root, split, entry) if _is_pattern(entry)
+                                                      else [entry])]
+            return _checked_names(names, f"{root}: split_files.{split}")
+        if _is_pattern(listing):
+            return self._matches(root, split, listing)
         path = root / listing
         if not path.is_file():
             raise FileNotFoundError(
@@ -75,6 +79,14 @@ class SubsetLayout:
                 f"the {split} images, or to null to split {root / self.image_dir} by name hash")
         names = [self._strip(line.strip()) for line in path.read_text().splitlines() if line.strip()]
         return _checked_names(names, str(path))
+
+    def _matches(self, root: Path, split: str, pattern: str) -> list[str]:
+        """The names a glob pattern matches, maybe in a sub-folder (train/*), sorted."""
+        sub, _, tail = pattern.rpartition("/")
+        names = [f"{sub}/{n}" if sub else n for n in self.folder_names(root, sub) if fnmatchcase(n, tail)]
+        if not names:
+            raise ValueError(f"{root / self.image_dir}: no image name matches split_files.{split}={pattern!r}")
+        return names
 
     def _strip(self, entry: str) -> str:
         """Split files may list 'name', 'name.png' or 'images/name.png' (with the file name prefix)."""
@@ -87,8 +99,8 @@ class SubsetLayout:
 
     def folder_names(self, root: Path, sub: str = "") -> list[str]:
         """The names of every prefix + name + suffix file in the image folder (or its sub-folder
-        `sub`), sorted."""
-        folder = root / self.image_dir / sub
+        `sub`, and then image_subdir), sorted."""
+        folder = root / self.image_dir / sub / self.image_subdir
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: image folder not found (check the subset's root and image_dir)")
         head, tail = self.image_prefix, self.image_suffix
@@ -105,6 +117,16 @@ class SubsetLayout:
         return make_splits(names, self.val_fraction)[split]
 
 
+def _file_path(folder: Path, subdir: str, prefix: str, name: str, suffix: str) -> Path:
+    """folder / the name's own folders / subdir / prefix + the name's last part + suffix."""
+    head, _, base = name.rpartition("/")
+    return folder / head / subdir / f"{prefix}{base}{suffix}"
+
+
+def _is_pattern(entry: str) -> bool:
+    return any(c in entry for c in "*?[")
+
+
 def _checked_names(names: list[str], where: str) -> list[str]:
     """A split's names: at least one, none twice."""
     if not names:
@@ -119,20 +141,20 @@ def _checked_names(names: list[str], where: str) -> list[str]:
 def missing_files(root: Path, layout: SubsetLayout, names: list[str]) -> dict[str, Problem]:
     """name -> problem for each listed name whose image or label file does not exist (one directory
     listing per folder, not a stat per file)."""
-    present = {}
-    for folder in (layout.image_dir, layout.label_dir):
-        try:
-            present[folder] = set(os.listdir(root / folder))
-        except FileNotFoundError:
-            present[folder] = set()
+    present: dict[Path, set[str]] = {}
+
+    def exists(path: Path) -> bool:
+        if path.parent not in present:
+            try:
+                present[path.parent] = set(os.listdir(path.parent))
+            except FileNotFoundError:
+                present[path.parent] = set()
+        return path.name in present[path.parent]
+
     problems: dict[str, Problem] = {}
     for name in names:
-        for what, path, folder in (
-            ("image", layout.image_path(root, name), layout.image_dir),
-            ("label", layout.label_path(root, name), layout.label_dir),
-        ):
-            found = path.name in present[folder] if "/" not in name else path.is_file()
-            if not found:
+        for what, path in (("image", layout.image_path(root, name)), ("label", layout.label_path(root, name))):
+            if not exists(path):
                 problems.setdefault(name, missing_file(path, what, name))
     return problems
 

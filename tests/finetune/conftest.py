@@ -1,5 +1,5 @@
-"""Fixtures of the fine-tuning tests: generated Potsdam-like and iSAID-like scenes written in the real
-layouts; puts finetune_helpers on sys.path."""
+"""Fixtures of the fine-tuning tests: generated Potsdam-, iSAID-, Vaihingen- and LoveDA-like scenes
+written in the real layouts; puts finetune_helpers on sys.path."""
 
 from __future__ import annotations
 
@@ -13,17 +13,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from finetune_helpers import finetune_data  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def potsdam_dir(tmp_path_factory) -> Path:
-    """A data directory holding generated Potsdam-like scenes (data=potsdam_debug) and their cache."""
-    data_dir = tmp_path_factory.mktemp("potsdam_data")
-    finetune_data("potsdam_debug", data_dir).prepare_data()
+def generated_data(config: str):
+    """A session fixture: a data directory holding the generated scenes of data=`config` (a _debug
+    config) and their cache."""
+
+    @pytest.fixture(scope="session")
+    def data_dir(tmp_path_factory) -> Path:
+        path = tmp_path_factory.mktemp(config)
+        finetune_data(config, path).prepare_data()
+        return path
+
     return data_dir
 
 
-@pytest.fixture(scope="session")
-def isaid_dir(tmp_path_factory) -> Path:
-    """A data directory holding generated iSAID-like scenes (data=isaid_debug) and their cache."""
-    data_dir = tmp_path_factory.mktemp("isaid_data")
-    finetune_data("isaid_debug", data_dir).prepare_data()
-    return data_dir
+potsdam_dir = generated_data("potsdam_debug")
+isaid_dir = generated_data("isaid_debug")
+vaihingen_dir = generated_data("vaihingen_debug")
+loveda_dir = generated_data("loveda_debug")

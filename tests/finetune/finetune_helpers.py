@@ -13,6 +13,8 @@ from samrs.data.finetune import FinetuneDataModule
 from samrs.utils.hydra import config_dir
 
 POTSDAM_SAMPLE = "mmseg_rs/tests/data/pseudo_potsdam_dataset"
+VAIHINGEN_SAMPLE = "mmseg_rs/tests/data/pseudo_vaihingen_dataset"
+LOVEDA_SAMPLE = "mmseg_rs/tests/data/pseudo_loveda_dataset"
 ISAID_SAMPLE = "isaid_devkit/preprocess/dataset/iSAID"
 
 

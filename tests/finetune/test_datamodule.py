@@ -1,5 +1,6 @@
-"""The fine-tuning data configs (data=potsdam*, isaid*): layouts, scene cache, tiles, fractions,
-whole-scene validation, bad label files."""
+"""The fine-tuning data configs (data=potsdam*, isaid*; the mmseg layouts and missing roots of
+vaihingen and loveda too): layouts, scene cache, tiles, fractions, whole-scene validation, bad label
+files. test_vaihingen_loveda.py has the rest of Vaihingen and LoveDA."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from finetune_helpers import POTSDAM_SAMPLE, finetune_data, ready
+from finetune_helpers import POTSDAM_SAMPLE, VAIHINGEN_SAMPLE, finetune_data, ready
 from PIL import Image
 
 from samrs.classes import POTSDAM, POTSDAM_WITH_CLUTTER
@@ -111,7 +112,7 @@ def test_bad_label_files_stop_or_are_skipped(potsdam_dir, tmp_path):
     assert {n.split("__")[0] for n in skipped.train_sets["potsdam"].names} == {"2_11", "3_10"}
 
 
-@pytest.mark.parametrize("config", ["potsdam", "isaid"])
+@pytest.mark.parametrize("config", ["potsdam", "isaid", "vaihingen", "loveda"])
 def test_a_missing_data_root_is_named_once(config, tmp_path):
     module = finetune_data(config, tmp_path)
     with pytest.raises(FileNotFoundError, match=rf"{config}: no data at {tmp_path}/\S+; point data.root"):
@@ -124,21 +125,23 @@ def test_names_must_be_strings():
         layout.split_names(Path("/nonexistent"), "train")
 
 
-def test_mmseg_converted_potsdam_reads_the_real_crop(samples_dir, tmp_path):
-    sample = samples_dir / POTSDAM_SAMPLE
+@pytest.mark.parametrize("dataset,sample,stem", [("potsdam", POTSDAM_SAMPLE, "2_10_0_0_512_512"),
+                                                  ("vaihingen", VAIHINGEN_SAMPLE, "area1_0_0_512_512")])
+def test_mmseg_converted_isprs_reads_the_real_crop(dataset, sample, stem, samples_dir, tmp_path):
+    sample = samples_dir / sample
     if not sample.is_dir():
         pytest.skip(f"{sample} not found")
-    root = tmp_path / "potsdam_mmseg"
-    name = "2_10_0_0_512_512.png"
+    root = tmp_path / f"{dataset}_mmseg"
+    name = f"{stem}.png"
     for split in ("train", "val"):
         for folder in ("img_dir", "ann_dir"):
             (root / folder / split).mkdir(parents=True)
             shutil.copy(sample / folder / name, root / folder / split / name)
-    module = ready(finetune_data("potsdam_mmseg", tmp_path, "data.num_workers=0", "data.batch_size=2"))
-    assert module.train_sets["potsdam"].names == ["train/2_10_0_0_512_512__512__0___0"]
+    module = ready(finetune_data(f"{dataset}_mmseg", tmp_path, "data.num_workers=0", "data.batch_size=2"))
+    assert module.train_sets[dataset].names == [f"train/{stem}__512__0___0"]
     (val,) = module.val_dataloader()
     scene = next(iter(val))
-    assert scene["name"] == ["val/2_10_0_0_512_512"]
+    assert scene["name"] == [f"val/{stem}"]
     raw = read_label(sample / "ann_dir" / name)
     expected = np.where(raw == 0, 255, raw.astype(int) - 1)
     np.testing.assert_array_equal(scene["mask"][0].numpy(), expected)

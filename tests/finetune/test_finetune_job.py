@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -24,12 +25,13 @@ MODELS = ["r50_upernet", "r50_unet", "swin_t", "vit_b", "convnext_t"]
 # lr, weight decay, min lr, layer decay of the official fine-tuning code (ConvNeXt: its pre-training's)
 OPTIMISER = {"r50_upernet": (1e-3, 1e-4, 5e-6, None), "r50_unet": (1e-3, 1e-4, 5e-6, None),
              "swin_t": (6e-5, 0.01, 0.0, None), "vit_b": (6e-5, 0.05, 0.0, 0.9), "convnext_t": (1e-4, 0.05, 0.0, None)}
-TILES = {"potsdam": (512, 320), "isaid": (896, 512)}
+TILES = {"potsdam": (512, 320), "isaid": (896, 512), "vaihingen": (512, 256), "loveda": (1024, 1024)}
+DATASETS = list(TILES)
 QUICK = ["logger=csv", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "extras.print_config=false",
          "trainer.num_sanity_val_steps=0"]
 
 
-@pytest.mark.parametrize("dataset", ["potsdam", "isaid"])
+@pytest.mark.parametrize("dataset", DATASETS)
 @pytest.mark.parametrize("model", MODELS)
 def test_experiment_has_the_papers_settings(dataset, model):
     cfg = compose_train([f"experiment=ft_{dataset}_{model}"])
@@ -44,17 +46,38 @@ def test_experiment_has_the_papers_settings(dataset, model):
     # the pre-training's network (so that its weights load), but for the ImageNet start
     net = OmegaConf.to_container(cfg.model.net, resolve=True)
     assert net["backbone"].pop("pretrained") is True
-    sep = OmegaConf.to_container(compose_train([f"experiment=sep_{model}"]).model.net, resolve=True)
+    sep = json.loads(sep_net(model))
     assert sep["backbone"].pop("pretrained") is False and net == sep
 
 
-@pytest.mark.parametrize("dataset", ["potsdam", "isaid"])
+@functools.cache
+def sep_net(model: str) -> str:
+    """The network config of sep_<model> (as JSON: callers get their own copy), composed once."""
+    return json.dumps(OmegaConf.to_container(compose_train([f"experiment=sep_{model}"]).model.net, resolve=True))
+
+
+@functools.cache
+def debug_net(net_config: str):
+    """A debug network built once per config (the datasets' debug experiments share them)."""
+    return instantiate(OmegaConf.create(json.loads(net_config)))
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
 @pytest.mark.parametrize("model", MODELS)
 def test_debug_model_takes_its_tiles_and_windows(dataset, model):
-    cfg = compose_train([f"experiment=ft_{dataset}_{model}_debug", f"model.net.heads={{{dataset}: 5}}"])
+    cfg = compose_train([f"experiment=ft_{dataset}_{model}_debug", "model.net.heads={any: 5}"])
     assert cfg.trainer.accelerator == "cpu" and cfg.start.key == "random" and cfg.data.generate
-    check_input_sizes(instantiate(cfg.model.net), {"crop": cfg.data.train_transform.crop_size,
-                                                   "window": cfg.model.inference.window})
+    net = debug_net(json.dumps(OmegaConf.to_container(cfg.model.net, resolve=True)))
+    check_input_sizes(net, {"crop": cfg.data.train_transform.crop_size, "window": cfg.model.inference.window})
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_a_dataset_combines_with_any_model(dataset):
+    """ft_<dataset> + ft_model=<model> is ft_<dataset>_<model>: a new backbone needs no new dataset file."""
+    combined = compose_train([f"experiment=ft_{dataset}", "ft_model=swin_t"])
+    named = compose_train([f"experiment=ft_{dataset}_swin_t"])
+    assert OmegaConf.to_container(combined) == OmegaConf.to_container(named)
+    assert combined.data.name == dataset and combined.model_key == "swin_t"
 
 
 def run_cli(module: str, args: list[str], cwd: Path) -> None:
@@ -121,3 +144,26 @@ def test_debug_experiment_trains_and_validates_on_whole_scenes(experiment, tmp_p
     assert len(scores["IoU"]) == (16 if dataset == "isaid" else 5) and 0.0 <= scores["OA"] <= 1.0
     assert report["step"] == 2 and (run / "checkpoints" / "last.ckpt").is_file()
     assert any((run / "val_images").rglob("*.png"))
+
+
+@pytest.mark.slow
+def test_loveda_run_evaluation_and_predictions(tmp_path):
+    """LoveDA end to end: predictions keep the domain folders of the names, and the mIoU over the 7
+    classes (no-data left out) is that of the predictions against the masks."""
+    run_cli("samrs.train", ["experiment=ft_loveda_r50_upernet_debug", "name=run", "trainer.max_steps=2",
+                            "trainer.val_check_interval=2", *QUICK], tmp_path)
+    run_cli("samrs.evaluate", ["ckpt_path=logs/train/run", "name=ev", "evaluate.save_predictions=true"], tmp_path)
+    evaluation = tmp_path / "logs" / "evaluate" / "ev"
+    scores = json.loads((evaluation / "metrics.json").read_text())["scores"]["loveda"]
+    root = tmp_path / "data" / "generated" / "LoveDA"
+    inter, union = np.zeros(7), np.zeros(7)
+    for folder, number in (("Val/Urban", 4), ("Val/Rural", 5)):
+        pred = read_label(evaluation / "predictions" / "loveda" / folder / f"{number}.png")
+        raw = read_label(root / folder / "masks_png" / f"{number}.png")
+        keep = raw != 0
+        pred, label = pred[keep], raw[keep].astype(int) - 1
+        for c in range(7):
+            inter[c] += np.sum((pred == c) & (label == c))
+            union[c] += np.sum((pred == c) | (label == c))
+    present = union > 0
+    assert scores["mIoU"] == pytest.approx(np.mean(inter[present] / union[present]))

@@ -1,5 +1,5 @@
 """Fine-tuning scores (Potsdam F1/OA/mF1, iSAID IoU/mIoU without background) against an independent
-computation, and the collector of Tables 3-6 (python -m samrs.finetune_table)."""
+computation, and the collector of Tables 3-6 (python -m samrs.finetune_table) with Vaihingen and LoveDA."""
 
 from __future__ import annotations
 
@@ -139,6 +139,25 @@ def test_table_rows_columns_and_averages(tmp_path):
     with open(out / "finetune_table2.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["1% mF1"] == "35.0000" and rows[0]["runs"] == "1"
+
+
+def test_vaihingen_scored_like_potsdam_loveda_by_miou_over_seven(tmp_path):
+    """Neither is in the paper: no figures in parentheses, Vaihingen's F1/OA/mF1 and LoveDA's IoU of
+    all 7 classes (background included) and mIoU."""
+    loveda = ["background", "building", "road", "water", "barren", "forest", "agricultural"]
+    runs = [fake_run(tmp_path / "runs", "0", "vaihingen", "r50_upernet", "imp", 1.0, 0.60, POTSDAM),
+            fake_run(tmp_path / "runs", "1", "vaihingen", "r50_upernet", "imp", 0.01, 0.40, POTSDAM),
+            fake_run(tmp_path / "runs", "2", "loveda", "swin_t", "sep", 1.0, 0.50, loveda)]
+    tables = {t.title: t for t in collect_tables(runs, tmp_path / "tables")}
+    vaihingen = tables["vaihingen: F1 per class (%), all training tiles"]
+    assert vaihingen.columns == [f"{c} F1" for c in POTSDAM] + ["OA", "mF1"]
+    assert vaihingen.rows[0][1][-2:] == pytest.approx([90.0, 65.0])
+    assert tables["vaihingen: OA, mF1 (%) by fraction of the training tiles"].columns == ["1% OA", "1% mF1"]
+    table = tables["loveda: IoU per class (%), all training tiles"]
+    assert table.columns == [f"{c} IoU" for c in loveda] + ["mIoU"]
+    assert table.rows[0][1][0] == pytest.approx(50.0) and table.rows[0][1][-1] == pytest.approx(50.0)
+    assert all(v is None for t in tables.values() for row in t.rows for v in row[2])
+    assert "In parentheses" not in (tmp_path / "tables" / "finetune_tables.md").read_text()
 
 
 def test_no_results_is_a_clear_error(tmp_path):
