@@ -269,7 +269,7 @@ class ViTAdapter(nn.Module):
         # the class token's position is kept (DeiT's layout) but the forward has no class token
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.blocks = nn.Sequential(*[
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], layer_scale)
             for i in range(depth)])
@@ -438,7 +438,8 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
                 first_conv="patch_embed.proj", classifier=None, **kwargs)
 
 
-default_cfgs = generate_default_cfgs({"vit_adapter_b": _cfg()})
+# pretrained=True: DeiT-B, the official IMP start (deit_base_patch16_224-b5f2ef4d.pth), from timm's hub.
+default_cfgs = generate_default_cfgs({"vit_adapter_b": _cfg(hf_hub_id="timm/deit_base_patch16_224.fb_in1k")})
 
 
 @register_model

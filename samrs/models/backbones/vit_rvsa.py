@@ -252,7 +252,7 @@ class ViTRVSA(nn.Module):
         self.grad_checkpointing = False
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         # every `interval`-th block attends globally, the others in rotated varied-size windows
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate, dpr[i], init_values,
@@ -390,7 +390,9 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
                 first_conv="patch_embed.proj", classifier=None, **kwargs)
 
 
-default_cfgs = generate_default_cfgs({"vit_b_rvsa": _cfg()})
+# pretrained=True: timm's ImageNet MAE ViT-B (not in the paper, whose start is MAE on MillionAID,
+# vit-b-checkpoint-1599.pth: give that file as the checkpoint).
+default_cfgs = generate_default_cfgs({"vit_b_rvsa": _cfg(hf_hub_id="timm/vit_base_patch16_224.mae")})
 
 
 @register_model
