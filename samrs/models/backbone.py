@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import timm
 import torch
@@ -58,16 +59,31 @@ class TimmBackbone(nn.Module):
         return [f.permute(0, 3, 1, 2).contiguous() for f in feats] if self._nhwc else list(feats)
 
     def layer_ids(self) -> dict[str, int]:
-        """Depth index of every parameter (names relative to this module), from timm's group matcher:
-        0 for the embeddings, i + 1 for block i. Used for layer-wise lr decay."""
+        """Depth index of the parameters (names relative to this module) that timm's group matcher
+        places: 0 for the embeddings, i + 1 for block i. Used for layer-wise lr decay. Parameters it
+        does not match (timm: "neck, head"; ViT-Adapter's adapter, RVSA's neck) are left out, so they
+        get the lr of what follows the backbone, as in BEiT's and the official SAMRS constructors."""
         inner = getattr(self.model, "model", None)  # timm keeps the model whole for ViT-like nets
         if inner is None or not hasattr(inner, "group_matcher"):
             raise ValueError(
                 f"layer-wise lr decay needs a backbone whose timm features wrapper keeps the model's "
                 f"group_matcher (ViT family); {self.name} has none: set model.param_groups.layer_decay=null"
             )
-        ids = group_parameters(inner, inner.group_matcher(coarse=False), reverse=True)
-        return {f"model.model.{k}": v for k, v in ids.items()}
+        matcher = inner.group_matcher(coarse=False)
+        ids = group_parameters(inner, matcher, reverse=True)
+        unmatched = unmatched_names(ids, matcher)
+        return {f"model.model.{k}": v for k, v in ids.items() if k not in unmatched}
+
+
+def unmatched_names(names: Iterable[str], matcher: Any) -> set[str]:
+    """The names no pattern of a timm group matcher (a dict of regexes) matches; timm gives them the
+    last layer id. A callable matcher places every name."""
+    if not isinstance(matcher, dict):
+        return set()
+    specs = [s for spec in matcher.values() if spec is not None
+             for s in (spec if isinstance(spec, (list, tuple)) else [spec])]
+    patterns = [re.compile(s[0] if isinstance(s, (list, tuple)) else s) for s in specs]
+    return {n for n in names if not any(p.match(n) for p in patterns)}
 
 
 def check_weight_file(name: str, path: str | Path, kwargs: dict[str, Any]) -> None:
