@@ -5,8 +5,10 @@ validation on the whole scenes.
 dataset's label coding: colours or mmseg ids to class ids, ignored pixels 255) and writes the tile
 index of the training split (`tiles-<size>-<stride>.json`) beside it, plus the list of tiles each
 `fraction` selects; `setup` reads them. A training sample is a tile (a window of its scene's
-block file) through the training transform; a validation sample is a whole scene, normalised, for
-sliding-window inference (samrs.inference, the task's `inference`). docs/finetune.md has the details.
+block file) through the training transform; a validation sample is a whole scene (`val_mode=whole`)
+or one tile of a scene cut as the training scenes are (`val_mode=tiles`, the official test
+protocol), normalised, for sliding-window inference (samrs.inference, the task's `inference`).
+docs/finetune.md has the details.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class FinetuneDataModule(SAMRSDataModule):
         generate: Callable[..., Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("val_mode", "whole")
+        kwargs.setdefault("val_mode", "tiles")
         super().__init__(subsets={name: {"root": root, "classes": classes}}, **kwargs)
         if self.cache_dir is None:
             raise ValueError("fine-tuning tiles are windows into the block cache of the scenes: set data.cache.enabled=true")
@@ -123,14 +125,19 @@ class FinetuneDataModule(SAMRSDataModule):
                  listing)
 
     def _names(self, subset: str, split: str) -> tuple[list[str], Any]:
-        """Training: the tiles of the usable scenes (the chosen fraction); other splits: whole scenes."""
+        """Training: the tiles of the usable scenes (the chosen fraction); other splits: whole scenes,
+        or all their tiles with val_mode=tiles."""
         cache = self.split_cache(split)
         names = self.scene_names(split)
         problems = self._cached_problems(cache, subset, split, names)
         self._handle(subset, split, list(problems.values()), len(names))
         usable = [n for n in names if n not in problems]
         if split != "train":
-            return usable, cache.reader
+            if self.val_mode != "tiles":
+                return usable, cache.reader
+            entries = cache.manifest()
+            tiles = scene_tiles({n: entries[n]["shape"] for n in usable}, self.tile_size, self.tile_stride)
+            return [t.name for t in tiles], TileReader(cache.reader, tiles)
         path = self.tile_index_path
         if not path.is_file():
             raise RuntimeError(f"{path}: no tile index; run prepare_data() before setup()")
