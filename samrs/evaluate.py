@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from samrs.callbacks import SavePredictions
 from samrs.inference import SlidingWindow, check_protocol, protocol_label
-from samrs.metrics import write_scores
+from samrs.metrics import check_absent_classes, write_scores
 from samrs.utils.hydra import samrs_main
 from samrs.utils.logging import get_logger
 from samrs.utils.runs import apply_extras, resolve_ckpt_path
@@ -41,7 +41,8 @@ def inference_settings(settings: DictConfig, train_cfg: DictConfig, data_cfg: Di
     """`evaluate.*` as SlidingWindow's arguments: `flip` and `average` default to the protocol's; the
     window to the data's tile size (official protocol), the run's inference window (fine-tuning) or
     its validation crop (pre-training)."""
-    spec = {k: v for k, v in OmegaConf.to_container(settings).items() if k not in ("save_predictions", "protocol")}
+    spec = {k: v for k, v in OmegaConf.to_container(settings).items()
+            if k not in ("save_predictions", "protocol", "absent_classes")}
     protocol = check_protocol(settings.protocol)
     for key in ("flip", "average"):
         if spec.get(key) is None:
@@ -78,14 +79,18 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     model.load_state_dict(state_dict)
     inference = inference_settings(cfg.evaluate, train_cfg, data_cfg)
     model.inference = SlidingWindow(**inference)
+    absent = check_absent_classes(cfg.evaluate.absent_classes or check_protocol(cfg.evaluate.protocol)["absent_classes"],
+                                  "evaluate.absent_classes")
+    for metric in model.val_metrics.values():
+        metric.absent_classes = absent
     out_dir = Path(cfg.paths.output_dir)
     callbacks = [SavePredictions(str(out_dir / "predictions"))] if cfg.evaluate.save_predictions else []
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=callbacks)
     trainer.validate(model, datamodule=datamodule, verbose=False)
     scores = model.last_val_scores
-    protocol = protocol_label(val_mode, inference)
+    protocol = protocol_label(val_mode, inference, absent)
     write_scores(out_dir, scores, datamodule.class_names, checkpoint=ckpt_path, split=cfg.split, protocol=protocol,
-                 inference=inference, metric_exclude=datamodule.metric_exclude)
+                 inference=inference, absent_classes=absent, metric_exclude=datamodule.metric_exclude)
     log.info("metrics (protocol: %s) written to %s", protocol, out_dir / "metrics.md")
     return scores
 

@@ -5,9 +5,10 @@ shifted back to end at the border, as mmseg's slide inference and samrs' tiling 
 logits are summed into a full-size map and divided by how many windows cover each pixel. Images
 smaller than the window are padded (bottom/right, with 0 = the mean colour after normalisation) and
 the padding is cut off again. With `flip`, every window is also run mirrored left-right and the two
-outputs averaged; with `scales`, the whole procedure runs on the image resized by each factor and
-the results, resized back, are averaged. `average="probs"` averages softmax probabilities instead
-of logits everywhere (the official SAMRS test script; mmseg averages logits over windows).
+outputs averaged; with `scales`, the whole procedure runs on the image resized by each factor
+(to floor(side * factor) pixels, as the official test script) and the results, resized back, are
+averaged. `average="probs"` averages softmax probabilities instead of logits everywhere (the
+official SAMRS test script; mmseg averages logits over windows).
 
 Two evaluation protocols (`PROTOCOLS`) decide what the samples are and how they are scored:
 `official`, the official test script (test_gpu.py): every tile of the test split as it was cut
@@ -29,10 +30,11 @@ from samrs.data.tiles import tile_windows
 
 AVERAGES = ("logits", "probs")
 Forward = Callable[[torch.Tensor], torch.Tensor]
-# what each protocol sets: the validation samples (data.val_mode) and the inference defaults
+# what each protocol sets: the validation samples (data.val_mode), the inference defaults and how
+# classes absent from the whole split count in the means (samrs.metrics)
 PROTOCOLS = {
-    "official": {"val_mode": "tiles", "flip": True, "average": "probs"},
-    "sliding": {"val_mode": "whole", "flip": False, "average": "logits"},
+    "official": {"val_mode": "tiles", "flip": True, "average": "probs", "absent_classes": "zero"},
+    "sliding": {"val_mode": "whole", "flip": False, "average": "logits", "absent_classes": "skip"},
 }
 
 
@@ -80,9 +82,9 @@ class SlidingWindow:
         height, width = images.shape[2:]
         total = None
         for scale in self.scales:
-            scaled = images if scale == 1 else F.interpolate(
-                images, size=(max(1, round(height * scale)), max(1, round(width * scale))), mode="bilinear",
-                align_corners=False)
+            # floor(side * scale) pixels sampled at the factor itself, as the official test script
+            scaled = images if scale == 1 else F.interpolate(images, scale_factor=scale, mode="bilinear",
+                                                             align_corners=False)
             out = self._slide(forward, scaled)
             if scale != 1:
                 out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False)
@@ -128,16 +130,18 @@ def check_protocol(protocol: str, key: str = "evaluate.protocol") -> dict[str, A
     return PROTOCOLS[protocol]
 
 
-def protocol_label(val_mode: str, inference: Mapping[str, Any] | None) -> str:
+def protocol_label(val_mode: str, inference: Mapping[str, Any] | None, absent_classes: str | None = None) -> str:
     """How scores were produced, for metrics.json and the result tables: `official` (tiles of the
-    split, flip, softmax averaged), `sliding` (whole scenes, logits averaged) or `crop` (centre
-    crops), with any setting that departs from the protocol's in parentheses, e.g.
-    "sliding (flip, scales 0.75/1/1.25)"."""
+    split, flip, softmax averaged, absent classes 0), `sliding` (whole scenes, logits averaged,
+    absent classes skipped) or `crop` (centre crops), with any setting that departs from the
+    protocol's in parentheses, e.g. "sliding (flip, scales 0.75/1/1.25)"."""
     if val_mode == "crop" or inference is None:
         return "crop" if val_mode == "crop" else f"{val_mode} (one pass)"
     name = next(k for k, v in PROTOCOLS.items() if v["val_mode"] == val_mode)
     expected = PROTOCOLS[name]
     notes = []
+    if absent_classes is not None and absent_classes != expected["absent_classes"]:
+        notes.append(f"absent classes: {absent_classes}")
     if bool(inference.get("flip")) != expected["flip"]:
         notes.append("flip" if inference.get("flip") else "no flip")
     if inference.get("average", "logits") != expected["average"]:

@@ -137,7 +137,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def validation_protocol(datamodule: L.LightningDataModule, model: L.LightningModule) -> str:
     """The protocol of the validation scores (samrs.inference.protocol_label), for the result tables."""
     inference = getattr(model, "inference", None)
-    return protocol_label(getattr(datamodule, "val_mode", "crop"), asdict(inference) if inference else None)
+    absent = next((m.absent_classes for m in getattr(model, "val_metrics", {}).values()), None)
+    return protocol_label(getattr(datamodule, "val_mode", "crop"), asdict(inference) if inference else None, absent)
 
 
 @rank_zero_only

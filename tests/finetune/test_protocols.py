@@ -57,6 +57,7 @@ def official_tile_probs(model, image: torch.Tensor, crop: int, scales=(1.0,)) ->
     ((70, 90), 96, (1.0,)),                  # a border tile smaller than the window: padded
     ((150, 200), 96, (1.0,)),                # several overlapping crops
     ((96, 96), 96, (0.75, 1.0, 1.25, 1.5)),  # the official multi-scale (--ms True) on a tile
+    ((70, 90), 64, (0.75, 1.25, 1.75)),      # scaled sides that are no whole numbers (52.5 -> 52)
 ], ids=str)
 def test_official_inference_equals_the_official_procedure(size, crop, scales):
     torch.manual_seed(0)
@@ -73,7 +74,8 @@ def test_official_inference_equals_the_official_procedure(size, crop, scales):
 
 def test_protocol_labels_name_departures():
     official = {"window": 512, "stride": None, "flip": True, "average": "probs", "scales": [1.0]}
-    assert protocol_label("tiles", official) == "official"
+    assert protocol_label("tiles", official) == protocol_label("tiles", official, "zero") == "official"
+    assert protocol_label("tiles", official, "skip") == "official (absent classes: skip)"
     assert protocol_label("tiles", {**official, "flip": False, "average": "logits"}) == \
         "official (no flip, logits averaged)"
     assert protocol_label("tiles", {**official, "stride": 342}) == "official"  # ceil(2/3 * 512) is the default
@@ -108,7 +110,7 @@ def test_official_evaluation_scores_the_tiles_as_the_official_script(potsdam_dir
                                              f"paths.data_dir={potsdam_dir}", "+trainer.enable_progress_bar=false"])
     scores = evaluate(cfg)["potsdam"]
     report = json.loads((tmp_path / "metrics.json").read_text())
-    assert report["protocol"] == "official"
+    assert report["protocol"] == "official" and report["absent_classes"] == "zero"
     assert (report["inference"]["flip"], report["inference"]["average"], report["inference"]["window"]) == \
         (True, "probs", 96)
 
@@ -131,7 +133,10 @@ def test_official_evaluation_scores_the_tiles_as_the_official_script(potsdam_dir
     assert tiles == 18
     present = pred_area + label_area > 0
     f1 = np.where(present, 2 * inter / np.maximum(pred_area + label_area, 1), np.nan)
+    iou = inter / (pred_area + label_area - inter + 1e-10)  # the official IoU: 0 for absent classes
     np.testing.assert_allclose(np.array(scores["F1"], dtype=float), f1, atol=1e-9)
+    np.testing.assert_allclose(scores["IoU"], iou, atol=1e-9)
+    assert scores["mIoU"] == pytest.approx(iou.mean())
     assert scores["OA"] == pytest.approx(inter.sum() / label_area.sum())
     assert report["scores"]["potsdam"]["mF1"] == pytest.approx(np.nanmean(f1))
 
