@@ -8,13 +8,14 @@ start (start.key, start.label) and fraction (data.fraction). An evaluation of a 
 too (e.g. with flip or multi-scale) replaces that run's own final validation (the newest, if several). Per dataset, runs on all training
 tiles make a per-class table (Potsdam: F1 per class, OA, mF1 as Table 3; iSAID: IoU per class and
 mIoU as Table 4), runs on fractions a table with a column group per fraction (Tables 5-6). Several
-runs of one cell (seeds) are averaged and counted. Every number says how it was produced: the
-protocol recorded in its metrics.json (`official`: the tiles of the test split with flip and
-softmax averaging, as the official test script; `sliding`: whole scenes; with any departing setting
-in parentheses), as a note under a table whose numbers share one protocol, else beside each number
-that differs from the table's most common one. Written as markdown and one CSV per table (with a
-`protocol` column) to output_dir, with the paper's figures beside ours where
-conf/finetune_table.yaml lists them.
+runs of one cell (seeds) are averaged and counted. Written as markdown and one CSV per table to
+output_dir, with the paper's figures beside ours where conf/finetune_table.yaml lists them.
+
+Every number says how it was produced: the protocol recorded in its metrics.json (`official`: the
+tiles of the test split with flip and softmax averaging, as the official test script; `sliding`:
+whole scenes; with any departing setting in parentheses), as a note under a table whose numbers
+share one protocol, else beside each number that differs from the table's most common one; each
+CSV row has a `protocol` column.
 """
 
 from __future__ import annotations

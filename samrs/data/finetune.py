@@ -59,7 +59,7 @@ class FinetuneDataModule(SAMRSDataModule):
         generate: Callable[..., Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("val_mode", "tiles")
+        kwargs.setdefault("val_mode", "whole")
         super().__init__(subsets={name: {"root": root, "classes": classes}}, **kwargs)
         if self.cache_dir is None:
             raise ValueError("fine-tuning tiles are windows into the block cache of the scenes: set data.cache.enabled=true")

@@ -96,7 +96,7 @@ def crop_ops(
     ]
 
 
-def _pad(size: int, position: str) -> A.PadIfNeeded:
+def _pad(size: int, position: str = "center") -> A.PadIfNeeded:
     return A.PadIfNeeded(size, size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX,
                          position=position)
 
@@ -236,7 +236,7 @@ class CenterCrop(WindowTransform):
     def __init__(self, crop_size: int, ops: Sequence[A.BasicTransform], pad_position: str = "center") -> None:
         super().__init__(ops)
         self.crop_size = crop_size
-        self.pad_position = _choice("data.val_transform.pad_position", pad_position, PAD_POSITIONS)
+        self.pad_position = _choice("pad_position", pad_position, PAD_POSITIONS)
 
     def plan(self, height: int, width: int) -> tuple[Window, None]:
         c = self.crop_size
@@ -280,11 +280,10 @@ def whole_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] 
 
 def val_transform(
     crop_size: int = 512, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-    window_first: bool = True, pad_position: str = "center",
+    window_first: bool = True,
 ) -> WindowTransform:
     """Centre crop of `crop_size` (paper A.5: 512x512 centre crops of the validation split)."""
     ops = [A.Normalize(mean=mean, std=std), ToTensorV2()]
     if window_first:
-        return CenterCrop(crop_size, ops, pad_position)
-    return WholeImage([_pad(crop_size, _choice("data.val_transform.pad_position", pad_position, PAD_POSITIONS)),
-                       A.CenterCrop(crop_size, crop_size), *ops])
+        return CenterCrop(crop_size, ops)
+    return WholeImage([_pad(crop_size), A.CenterCrop(crop_size, crop_size), *ops])

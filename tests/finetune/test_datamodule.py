@@ -31,7 +31,7 @@ def test_generated_potsdam_is_written_in_potsdams_layout(potsdam_dir):
 
 
 def test_potsdam_tiles_batches_and_whole_scene_validation(potsdam_dir):
-    module = ready(finetune_data("potsdam_debug", potsdam_dir, "data.val_mode=whole"))
+    module = ready(finetune_data("potsdam_debug", potsdam_dir))
     assert module.subset_names == ["potsdam"] and module.num_classes == {"potsdam": 5}
     assert len(module.train_sets["potsdam"]) == 4 * 3 * 3  # tiles at 0, 64, 96 on both axes
     index = json.loads(module.tile_index_path.read_text())
@@ -47,12 +47,12 @@ def test_potsdam_tiles_batches_and_whole_scene_validation(potsdam_dir):
 
 
 def test_official_protocol_validates_on_the_tiles_of_the_validation_scenes(potsdam_dir):
-    """data.val_mode=tiles (the default): the validation scenes cut as the training scenes, every
-    tile a sample of its own whose pixels are its window of the scene."""
-    whole = ready(finetune_data("potsdam_debug", potsdam_dir, "data.val_mode=whole"), "validate")
+    """data.val_mode=tiles (the ft_* experiments): the validation scenes cut as the training scenes,
+    every tile a sample of its own whose pixels are its window of the scene."""
+    whole = ready(finetune_data("potsdam_debug", potsdam_dir), "validate")
+    assert whole.val_mode == "whole"
     scenes = {s["name"][0]: s for s in whole.val_dataloader()[0]}
-    module = ready(finetune_data("potsdam_debug", potsdam_dir), "validate")
-    assert module.val_mode == "tiles"
+    module = ready(finetune_data("potsdam_debug", potsdam_dir, "data.val_mode=tiles"), "validate")
     tiles = list(module.val_dataloader()[0])
     starts = [0, 64, 96]  # 96 px tiles every 64 px over 192 px scenes, the last shifted back
     assert [t["name"][0] for t in tiles] == [f"{scene}__96__{x}___{y}" for scene in ("2_13", "2_14")
@@ -107,9 +107,10 @@ def test_isaid_background_is_a_class_left_out_of_the_means(isaid_dir):
     assert module.metric_exclude == {"isaid": [0]}
     assert len(module.train_sets["isaid"]) == 4 * 2 * 2  # 224 px scenes, 128 px tiles at 0 and 96
     (val,) = module.val_dataloader()
-    assert len(val) == 2 * 2 * 2  # the validation tiles (official protocol)
     mask = next(iter(val))["mask"]
-    assert mask.shape == (1, 128, 128) and 0 in mask.unique() and mask.max() < 16
+    assert mask.shape == (1, 224, 224) and 0 in mask.unique() and mask.max() < 16
+    tiles = ready(finetune_data("isaid_debug", isaid_dir, "data.val_mode=tiles"), "validate").val_dataloader()[0]
+    assert len(tiles) == 2 * 2 * 2 and next(iter(tiles))["mask"].shape == (1, 128, 128)
     ignored = ready(finetune_data("isaid_debug", isaid_dir, "data.classes=isaid"), "validate")
     assert ignored.num_classes == {"isaid": 15} and ignored.metric_exclude == {"isaid": []}
 
@@ -158,7 +159,10 @@ def test_mmseg_converted_potsdam_reads_the_real_crop(samples_dir, tmp_path):
     assert module.train_sets["potsdam"].names == ["train/2_10_0_0_512_512__512__0___0"]
     (val,) = module.val_dataloader()
     scene = next(iter(val))
-    assert scene["name"] == ["val/2_10_0_0_512_512__512__0___0"]  # the crop is its one tile
+    assert scene["name"] == ["val/2_10_0_0_512_512"]
     raw = read_label(sample / "ann_dir" / name)
     expected = np.where(raw == 0, 255, raw.astype(int) - 1)
     np.testing.assert_array_equal(scene["mask"][0].numpy(), expected)
+    # the official protocol's tiles of a converted crop: the crop itself
+    tiles = ready(finetune_data("potsdam_mmseg", tmp_path, "data.num_workers=0", "data.val_mode=tiles"), "validate")
+    assert tiles.val_sets["potsdam"].names == ["val/2_10_0_0_512_512__512__0___0"]
