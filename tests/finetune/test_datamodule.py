@@ -164,5 +164,6 @@ def test_mmseg_converted_potsdam_reads_the_real_crop(samples_dir, tmp_path):
     expected = np.where(raw == 0, 255, raw.astype(int) - 1)
     np.testing.assert_array_equal(scene["mask"][0].numpy(), expected)
     # the official protocol's tiles of a converted crop: the crop itself
-    tiles = ready(finetune_data("potsdam_mmseg", tmp_path, "data.num_workers=0", "data.val_mode=tiles"), "validate")
-    assert tiles.val_sets["potsdam"].names == ["val/2_10_0_0_512_512__512__0___0"]
+    tiles = ready(finetune_data(f"{module.name}_mmseg", tmp_path, "data.num_workers=0", "data.val_mode=tiles"),
+                  "validate")
+    assert tiles.val_sets[module.name].names == [f"{scene['name'][0]}__512__0___0"]
