@@ -14,6 +14,7 @@ docs/finetune.md has the details.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -136,7 +137,7 @@ class FinetuneDataModule(SAMRSDataModule):
             if self.val_mode != "tiles":
                 return usable, cache.reader
             entries = cache.manifest()
-            tiles = scene_tiles({n: entries[n]["shape"] for n in usable}, self.tile_size, self.tile_stride)
+            tiles = validation_tiles({n: entries[n]["shape"] for n in usable}, self.tile_size, self.tile_stride)
             return [t.name for t in tiles], TileReader(cache.reader, tiles)
         path = self.tile_index_path
         if not path.is_file():
@@ -146,6 +147,14 @@ class FinetuneDataModule(SAMRSDataModule):
                  if scene in kept]
         chosen = select_fraction(tiles, self.fraction, self.fraction_seed)
         return [t.name for t in chosen], TileReader(cache.reader, chosen)
+
+
+def validation_tiles(sizes: Mapping[str, Sequence[int]], size: int, stride: int) -> list[Tile]:
+    """The tiles of the validation scenes; a scene that is a single tile (a converted crop, a LoveDA
+    image) keeps its own name, so its predictions and images are named as the scene."""
+    tiles = scene_tiles(sizes, size, stride)
+    counts = Counter(t.scene for t in tiles)
+    return [Tile(t.scene, t.scene, t.window) if counts[t.scene] == 1 else t for t in tiles]
 
 
 def _split_layout(split: str, shared: dict[str, Any], spec: dict[str, Any]) -> SubsetLayout:
