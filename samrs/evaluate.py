@@ -1,10 +1,12 @@
-"""Evaluate a checkpoint: python -m samrs.evaluate ckpt_path=FILE [split=val] [evaluate.flip=true] [data=...].
+"""Evaluate a checkpoint: python -m samrs.evaluate ckpt_path=FILE [split=val] [evaluate.protocol=sliding] [data=...].
 
 The model is rebuilt from the config that samrs.train stored in the checkpoint; the data too, unless
-the command names one. Every image of the split is evaluated whole, by sliding-window inference
-(samrs.inference: `evaluate.window`, `stride`, `flip`, `scales`, ...); mmseg-style scores per
-class (IoU, F1, accuracy) and their means and OA go to metrics.json and metrics.md in the run
-directory, and with `evaluate.save_predictions=true` the predictions to predictions/<subset>/.
+the command names one. `evaluate.protocol=official` (the default) scores every tile of the split as
+it was cut, each on its own, with flip and averaged softmax (the official test script);
+`sliding` evaluates every image whole. Both run samrs.inference.SlidingWindow (`evaluate.window`,
+`stride`, `flip`, `scales`, ...); mmseg-style scores per class (IoU, F1, accuracy), their means and
+OA go to metrics.json (with the protocol) and metrics.md in the run directory, and with
+`evaluate.save_predictions=true` the predictions to predictions/<subset>/.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from samrs.callbacks import SavePredictions
-from samrs.inference import SlidingWindow
-from samrs.metrics import write_scores
+from samrs.inference import SlidingWindow, check_protocol, protocol_label
+from samrs.metrics import check_absent_classes, write_scores
 from samrs.utils.hydra import samrs_main
 from samrs.utils.logging import get_logger
 from samrs.utils.runs import apply_extras, resolve_ckpt_path
@@ -35,16 +37,23 @@ def read_checkpoint(ckpt_path: str) -> tuple[DictConfig, dict[str, torch.Tensor]
     return OmegaConf.create(checkpoint["samrs_config"]), checkpoint["state_dict"]
 
 
-def sliding_window(settings: DictConfig, train_cfg: DictConfig) -> SlidingWindow:
-    """`evaluate.*` as a SlidingWindow; the window defaults to the run's inference window (fine-tuning)
-    or its validation crop (pre-training)."""
-    spec = {k: v for k, v in OmegaConf.to_container(settings).items() if k != "save_predictions"}
+def inference_settings(settings: DictConfig, train_cfg: DictConfig, data_cfg: DictConfig) -> dict[str, Any]:
+    """`evaluate.*` as SlidingWindow's arguments: `flip` and `average` default to the protocol's; the
+    window to the data's tile size (official protocol), the run's inference window (fine-tuning) or
+    its validation crop (pre-training)."""
+    spec = {k: v for k, v in OmegaConf.to_container(settings).items()
+            if k not in ("save_predictions", "protocol", "absent_classes")}
+    protocol = check_protocol(settings.protocol)
+    for key in ("flip", "average"):
+        if spec.get(key) is None:
+            spec[key] = protocol[key]
     if spec.get("window") is None:
-        spec["window"] = (OmegaConf.select(train_cfg, "model.inference.window")
+        tile = OmegaConf.select(data_cfg, "tiling.size") if protocol["val_mode"] == "tiles" else None
+        spec["window"] = (tile or OmegaConf.select(train_cfg, "model.inference.window")
                           or OmegaConf.select(train_cfg, "data.val_transform.crop_size"))
     if spec["window"] is None:
         raise ValueError("the checkpoint's config names no inference window nor validation crop: set evaluate.window")
-    return SlidingWindow(**spec)
+    return spec
 
 
 def untrained_model_config(model_cfg: DictConfig) -> DictConfig:
@@ -62,20 +71,27 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
     train_cfg, state_dict = read_checkpoint(ckpt_path)
     data_cfg = (cfg.data if cfg.get("data") is not None else train_cfg.data).copy()
+    val_mode = check_protocol(cfg.evaluate.protocol)["val_mode"]
     with open_dict(data_cfg):
-        data_cfg.val_mode, data_cfg.val_split = "whole", cfg.split
+        data_cfg.val_mode, data_cfg.val_split = val_mode, cfg.split
     datamodule = hydra.utils.instantiate(data_cfg)
     model = hydra.utils.instantiate(untrained_model_config(train_cfg.model))
     model.load_state_dict(state_dict)
-    model.inference = sliding_window(cfg.evaluate, train_cfg)
+    inference = inference_settings(cfg.evaluate, train_cfg, data_cfg)
+    model.inference = SlidingWindow(**inference)
+    absent = check_absent_classes(cfg.evaluate.absent_classes or check_protocol(cfg.evaluate.protocol)["absent_classes"],
+                                  "evaluate.absent_classes")
+    for metric in model.val_metrics.values():
+        metric.absent_classes = absent
     out_dir = Path(cfg.paths.output_dir)
     callbacks = [SavePredictions(str(out_dir / "predictions"))] if cfg.evaluate.save_predictions else []
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=callbacks)
     trainer.validate(model, datamodule=datamodule, verbose=False)
     scores = model.last_val_scores
-    write_scores(out_dir, scores, datamodule.class_names, checkpoint=ckpt_path, split=cfg.split,
-                 inference=OmegaConf.to_container(cfg.evaluate), metric_exclude=datamodule.metric_exclude)
-    log.info("metrics written to %s", out_dir / "metrics.md")
+    protocol = protocol_label(val_mode, inference, absent)
+    write_scores(out_dir, scores, datamodule.class_names, checkpoint=ckpt_path, split=cfg.split, protocol=protocol,
+                 inference=inference, absent_classes=absent, metric_exclude=datamodule.metric_exclude)
+    log.info("metrics (protocol: %s) written to %s", protocol, out_dir / "metrics.md")
     return scores
 
 

@@ -11,6 +11,12 @@ mIoU as Table 4; Vaihingen as Potsdam, LoveDA as iSAID with all 7 classes: conf/
 runs on fractions a table with a column group per fraction (Tables 5-6). Several
 runs of one cell (seeds) are averaged and counted. Written as markdown and one CSV per table to
 output_dir, with the paper's figures beside ours where conf/finetune_table.yaml lists them.
+
+Every number says how it was produced: the protocol recorded in its metrics.json (`official`: the
+tiles of the test split with flip and softmax averaging, as the official test script; `sliding`:
+whole scenes; with any departing setting in parentheses), as a note under a table whose numbers
+share one protocol, else beside each number that differs from the table's most common one; each
+CSV row has a `protocol` column.
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ import csv
 import io
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from samrs.inference import protocol_label
 from samrs.metrics import SCORES_JSON
 from samrs.utils.hydra import samrs_main
 from samrs.utils.io import write_text
@@ -48,6 +55,15 @@ class Run:
     path: Path
     run_dir: Path  # the training run
     evaluation: bool  # written by samrs.evaluate (else by the training run itself)
+    protocol: str  # how the scores were produced (samrs.inference.protocol_label)
+
+
+def report_protocol(report: Mapping[str, Any]) -> str:
+    """The protocol a metrics.json names; files written before protocols were recorded were scored
+    on whole scenes (sliding windows, with their recorded inference settings)."""
+    if report.get("protocol"):
+        return str(report["protocol"])
+    return protocol_label("whole", report.get("inference") or {"flip": False, "average": "logits"})
 
 
 def training_run(metrics_file: Path, report: Mapping[str, Any]) -> tuple[Path, bool]:
@@ -78,7 +94,8 @@ def read_run(metrics_file: Path) -> Run | None:
     label = OmegaConf.select(cfg, "model_label") or {}
     labels = (str(label.get("decoder", model)), str(label.get("backbone", "")), str(OmegaConf.select(cfg, "start.label")))
     return Run(dataset, float(OmegaConf.select(cfg, "data.fraction", default=1.0)), str(model), str(start), labels,
-               report["scores"][dataset], report["class_names"][dataset], metrics_file, run_dir, evaluation)
+               report["scores"][dataset], report["class_names"][dataset], metrics_file, run_dir, evaluation,
+               report_protocol(report))
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Run]:
@@ -102,13 +119,26 @@ def mean(values: Sequence[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
+def protocol_of(runs: Sequence[Run]) -> str | None:
+    """The protocol of the runs averaged into one number ("a + b" when they differ)."""
+    return " + ".join(sorted({r.protocol for r in runs})) or None
+
+
 @dataclass
 class Table:
-    """Rows (method, backbone, pretrain) x columns, values in percent (None: not available)."""
+    """Rows (method, backbone, pretrain) x columns, values in percent (None: not available), and
+    the protocol of each value."""
 
     title: str
     columns: list[str]
     rows: list[tuple[tuple[str, str, str], list[float | None], list[float | None], int]]  # labels, ours, paper, runs
+    protocols: list[list[str | None]]  # per row, per column
+
+    @property
+    def protocol(self) -> str | None:
+        """The most common protocol of the table's numbers."""
+        counts = Counter(p for row in self.protocols for p in row if p)
+        return counts.most_common(1)[0][0] if counts else None
 
 
 def _row_order(runs: Sequence[Run], order: Mapping[str, Sequence[str]]) -> list[tuple[str, str]]:
@@ -147,7 +177,7 @@ def _class_table(dataset: str, runs: Sequence[Run], metrics: Mapping[str, Any], 
     skip = set(metrics.get("skip_classes") or [])
     names = [n for n in runs[0].class_names if n not in skip]
     columns = [f"{n} {per_class}" for n in names] + summary
-    rows = []
+    rows, protocols = [], []
     for model, start in _row_order(runs, order):
         cell = [r for r in runs if (r.model, r.start) == (model, start)]
         ours = [mean([_value(r, per_class, n) for r in cell]) for n in names]
@@ -155,25 +185,28 @@ def _class_table(dataset: str, runs: Sequence[Run], metrics: Mapping[str, Any], 
         figures = _figures(paper, 1.0, model, start)
         theirs = [figures.get(n) for n in names] + [figures.get(key) for key in summary]
         rows.append((cell[0].labels, ours, theirs, len(cell)))
-    return Table(f"{dataset}: {per_class} per class (%), all training tiles", columns, rows)
+        protocols.append([protocol_of(cell)] * len(columns))
+    return Table(f"{dataset}: {per_class} per class (%), all training tiles", columns, rows, protocols)
 
 
 def _fraction_table(dataset: str, runs: Sequence[Run], metrics: Mapping[str, Any], order, paper) -> Table:
     keys = list(metrics["fraction_summary"])
     fractions = sorted({r.fraction for r in runs})
     columns = [f"{f * 100:g}% {k}" for f in fractions for k in keys]
-    rows = []
+    rows, protocols = [], []
     for model, start in _row_order(runs, order):
         cell = [r for r in runs if (r.model, r.start) == (model, start)]
-        ours, theirs, count = [], [], 0
+        ours, theirs, used, count = [], [], [], 0
         for f in fractions:
             here = [r for r in cell if r.fraction == f]
             count = max(count, len(here))
             figures = _figures(paper, f, model, start)
             ours += [mean([_value(r, k) for r in here]) for k in keys]
             theirs += [figures.get(k) for k in keys]
+            used += [protocol_of(here)] * len(keys)
         rows.append((cell[0].labels, ours, theirs, count))
-    return Table(f"{dataset}: {', '.join(keys)} (%) by fraction of the training tiles", columns, rows)
+        protocols.append(used)
+    return Table(f"{dataset}: {', '.join(keys)} (%) by fraction of the training tiles", columns, rows, protocols)
 
 
 def _value(run: Run, key: str, class_name: str | None = None) -> float | None:
@@ -182,31 +215,46 @@ def _value(run: Run, key: str, class_name: str | None = None) -> float | None:
     return None if value is None or math.isnan(value) else 100 * value
 
 
-def _cell(ours: float | None, theirs: float | None, digits: int) -> str:
+def _cell(ours: float | None, theirs: float | None, digits: int, protocol: str | None, usual: str | None) -> str:
     text = "-" if ours is None else f"{ours:.{digits}f}"
+    if ours is not None and protocol != usual:
+        text += f" [{protocol}]"
     return text if theirs is None else f"{text} ({float(theirs):.{digits}f})"
 
 
 def render_markdown(tables: Sequence[Table], digits: int) -> str:
     out = []
     for t in tables:
+        usual = t.protocol
         out += [f"## {t.title}", "", "| " + " | ".join([*HEAD, *t.columns, "runs"]) + " |",
                 "|" + "---|" * len(HEAD) + "---:|" * (len(t.columns) + 1)]
-        out += ["| " + " | ".join([*labels, *(_cell(o, p, digits) for o, p in zip(ours, theirs)), str(n)]) + " |"
-                for labels, ours, theirs, n in t.rows]
+        out += ["| " + " | ".join([*labels, *(_cell(o, p, digits, used, usual)
+                                              for o, p, used in zip(ours, theirs, protocols)), str(n)]) + " |"
+                for (labels, ours, theirs, n), protocols in zip(t.rows, t.protocols)]
+        out.append("")
+        mixed = any(p != usual for row, protocols in zip(t.rows, t.protocols)
+                    for v, p in zip(row[1], protocols) if v is not None)
+        out.append(f"Protocol: {usual}" + ("; numbers marked [...] by the protocol named there." if mixed else "."))
         if any(v is not None for _, _, theirs, _ in t.rows for v in theirs):
-            out += ["", "In parentheses: the paper's figures."]
+            out.append("In parentheses: the paper's figures.")
         out.append("")
     return "\n".join(out)
+
+
+def _row_protocol(columns: Sequence[str], protocols: Sequence[str | None]) -> str:
+    """A CSV row's protocol: one name, or "column: protocol" for each column when they differ."""
+    if len({p for p in protocols if p}) <= 1:
+        return next((p for p in protocols if p), "")
+    return "; ".join(f"{c}: {p}" for c, p in zip(columns, protocols) if p)
 
 
 def render_csv(table: Table) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*HEAD, *table.columns, *(f"paper {c}" for c in table.columns), "runs"])
-    for labels, ours, theirs, n in table.rows:
+    writer.writerow([*HEAD, *table.columns, *(f"paper {c}" for c in table.columns), "runs", "protocol"])
+    for (labels, ours, theirs, n), protocols in zip(table.rows, table.protocols):
         writer.writerow([*labels, *("" if v is None else f"{v:.4f}" for v in ours),
-                         *("" if v is None else v for v in theirs), n])
+                         *("" if v is None else v for v in theirs), n, _row_protocol(table.columns, protocols)])
     return buffer.getvalue()
 
 

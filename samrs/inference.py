@@ -5,16 +5,22 @@ shifted back to end at the border, as mmseg's slide inference and samrs' tiling 
 logits are summed into a full-size map and divided by how many windows cover each pixel. Images
 smaller than the window are padded (bottom/right, with 0 = the mean colour after normalisation) and
 the padding is cut off again. With `flip`, every window is also run mirrored left-right and the two
-outputs averaged; with `scales`, the whole procedure runs on the image resized by each factor and
-the results, resized back, are averaged. `average="probs"` averages softmax probabilities instead
-of logits everywhere (the official SAMRS test script; mmseg averages logits over windows).
+outputs averaged; with `scales`, the whole procedure runs on the image resized by each factor
+(to floor(side * factor) pixels, as the official test script) and the results, resized back, are
+averaged. `average="probs"` averages softmax probabilities instead of logits everywhere (the
+official SAMRS test script; mmseg averages logits over windows).
+
+Two evaluation protocols (`PROTOCOLS`) decide what the samples are and how they are scored:
+`official`, the official test script (test_gpu.py): every tile of the test split as it was cut
+(overlapping), scored on its own, with flip and softmax averaging; `sliding`: whole scenes, every
+pixel once, logits averaged. `protocol_label` names the protocol of a set of scores.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +30,12 @@ from samrs.data.tiles import tile_windows
 
 AVERAGES = ("logits", "probs")
 Forward = Callable[[torch.Tensor], torch.Tensor]
+# what each protocol sets: the validation samples (data.val_mode), the inference defaults and how
+# classes absent from the whole split count in the means (samrs.metrics)
+PROTOCOLS = {
+    "official": {"val_mode": "tiles", "flip": True, "average": "probs", "absent_classes": "zero"},
+    "sliding": {"val_mode": "whole", "flip": False, "average": "logits", "absent_classes": "skip"},
+}
 
 
 @dataclass(frozen=True)
@@ -70,9 +82,9 @@ class SlidingWindow:
         height, width = images.shape[2:]
         total = None
         for scale in self.scales:
-            scaled = images if scale == 1 else F.interpolate(
-                images, size=(max(1, round(height * scale)), max(1, round(width * scale))), mode="bilinear",
-                align_corners=False)
+            # floor(side * scale) pixels sampled at the factor itself, as the official test script
+            scaled = images if scale == 1 else F.interpolate(images, scale_factor=scale, mode="bilinear",
+                                                             align_corners=False)
             out = self._slide(forward, scaled)
             if scale != 1:
                 out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False)
@@ -99,11 +111,45 @@ class SlidingWindow:
         return sums[:, :, :height, :width]
 
     def _window_outputs(self, forward: Forward, crops: torch.Tensor) -> torch.Tensor:
-        out = self._as_average(forward(crops))
-        if self.flip:
-            out = (out + self._as_average(forward(crops.flip(3))).flip(3)) / 2
-        return out
+        if not self.flip:
+            return self._as_average(forward(crops))
+        # the windows and their mirror images in one pass, as the official test script
+        out = self._as_average(forward(torch.cat([crops, crops.flip(3)])))
+        plain, mirrored = out.chunk(2)
+        return (plain + mirrored.flip(3)) / 2
 
     def _as_average(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         return logits.softmax(dim=1) if self.average == "probs" else logits
+
+
+def check_protocol(protocol: str, key: str = "evaluate.protocol") -> dict[str, Any]:
+    """The settings of a protocol name, or an error naming the config key."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"{key}={protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[protocol]
+
+
+def protocol_label(val_mode: str, inference: Mapping[str, Any] | None, absent_classes: str | None = None) -> str:
+    """How scores were produced, for metrics.json and the result tables: `official` (tiles of the
+    split, flip, softmax averaged, absent classes 0), `sliding` (whole scenes, logits averaged,
+    absent classes skipped) or `crop` (centre crops), with any setting that departs from the
+    protocol's in parentheses, e.g. "sliding (flip, scales 0.75/1/1.25)"."""
+    if val_mode == "crop" or inference is None:
+        return "crop" if val_mode == "crop" else f"{val_mode} (one pass)"
+    name = next(k for k, v in PROTOCOLS.items() if v["val_mode"] == val_mode)
+    expected = PROTOCOLS[name]
+    notes = []
+    if absent_classes is not None and absent_classes != expected["absent_classes"]:
+        notes.append(f"absent classes: {absent_classes}")
+    if bool(inference.get("flip")) != expected["flip"]:
+        notes.append("flip" if inference.get("flip") else "no flip")
+    if inference.get("average", "logits") != expected["average"]:
+        notes.append(f"{inference.get('average')} averaged")
+    scales = [float(x) for x in inference.get("scales") or [1.0]]
+    if scales != [1.0]:
+        notes.append("scales " + "/".join(f"{x:g}" for x in scales))
+    stride, window = inference.get("stride"), inference.get("window")
+    if stride is not None and not (window and stride == math.ceil(window * 2 / 3)):
+        notes.append(f"stride {stride}")
+    return f"{name} ({', '.join(notes)})" if notes else name

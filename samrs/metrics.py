@@ -2,7 +2,9 @@
 
 Intersection and union are summed over the whole evaluation set (a confusion matrix), pixels equal
 to the ignore index are left out, and classes absent from both prediction and label are left out of
-the means (their IoU is NaN, not 0, which torchmetrics' per-class output would report).
+the means (their IoU is NaN, not 0, which torchmetrics' per-class output would report);
+`absent_classes="zero"` counts their IoU and accuracy as 0 in the means instead, as the official
+SAMRS scripts do (I / (U + 1e-10)).
 """
 
 from __future__ import annotations
@@ -20,21 +22,34 @@ from samrs.utils.io import write_json, write_text
 SCORES_JSON, SCORES_MD = "metrics.json", "metrics.md"
 
 
-def scores_from_confusion(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
+ABSENT_CLASSES = ("skip", "zero")
+
+
+def check_absent_classes(value: str, key: str = "model.absent_classes") -> str:
+    """`value` when it is a known way to count absent classes, else an error naming the config key."""
+    if value not in ABSENT_CLASSES:
+        raise ValueError(f"{key}={value!r}; choose one of {', '.join(ABSENT_CLASSES)}")
+    return value
+
+
+def scores_from_confusion(confmat: torch.Tensor, absent_classes: str = "skip") -> dict[str, torch.Tensor]:
     """Per-class IoU, F1, precision, recall, accuracy; OA; means over present classes.
 
     `confmat[t, p]` counts pixels of true class t predicted as p. Per-class values are NaN for a
-    class absent from both label and prediction (IoU/F1) or from the label (accuracy/recall).
+    class absent from both label and prediction (IoU/F1) or from the label (accuracy/recall); with
+    `absent_classes="zero"` IoU and accuracy are 0 there (counted in the means, as the official code).
     """
+    check_absent_classes(absent_classes)
     cm = confmat.double()
     tp = cm.diag()
     label_area = cm.sum(dim=1)
     pred_area = cm.sum(dim=0)
     union = label_area + pred_area - tp
     nan = torch.tensor(float("nan"), dtype=cm.dtype, device=cm.device)
-    iou = torch.where(union > 0, tp / union.clamp(min=1), nan)
+    absent = nan if absent_classes == "skip" else torch.zeros_like(nan)
+    iou = torch.where(union > 0, tp / union.clamp(min=1), absent)
     f1 = torch.where(union > 0, 2 * tp / (label_area + pred_area).clamp(min=1), nan)
-    recall = torch.where(label_area > 0, tp / label_area.clamp(min=1), nan)
+    recall = torch.where(label_area > 0, tp / label_area.clamp(min=1), absent)
     precision = torch.where(pred_area > 0, tp / pred_area.clamp(min=1), nan)
     total = cm.sum()
     return {
@@ -54,12 +69,14 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
 
     `exclude` lists class ids left out of the means and of OA, which then counts the pixels labelled
     with the other classes (iSAID's background, as the official SAMRS code); their per-class values
-    are still reported.
+    are still reported. `absent_classes`: see `scores_from_confusion`.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, exclude: Sequence[int] = ()) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, exclude: Sequence[int] = (),
+                 absent_classes: str = "skip") -> None:
         super().__init__(num_classes, ignore_index=ignore_index, validate_args=False)
         self.exclude = list(exclude)
+        self.absent_classes = check_absent_classes(absent_classes)  # a bad choice fails here, not after training
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """preds: class ids (N, H, W) or logits (N, C, H, W); target: (N, H, W) with ignore pixels."""
@@ -69,7 +86,7 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
 
     def compute(self) -> dict[str, torch.Tensor]:
         confmat = super().compute().double()
-        scores = scores_from_confusion(confmat)
+        scores = scores_from_confusion(confmat, self.absent_classes)
         if self.exclude:
             keep = torch.ones(self.num_classes, dtype=torch.bool, device=confmat.device)
             keep[self.exclude] = False

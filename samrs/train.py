@@ -6,6 +6,7 @@ experiment config decides which. Returns the optimised metric for Hydra sweepers
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from samrs.callbacks import ExportPretrained
+from samrs.inference import protocol_label
 from samrs.metrics import write_scores
 from samrs.models import check_input_sizes
 from samrs.utils.hydra import samrs_main
@@ -126,9 +128,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     scores = getattr(model, "last_val_scores", None)
     if scores and trainer.is_global_zero:  # the last validation's per-class scores (finetune_table reads them)
         write_scores(output_dir, scores, model.class_names, step=trainer.global_step,
-                     checkpoint="best" if cfg.get("validate_best") else "last")
+                     checkpoint="best" if cfg.get("validate_best") else "last",
+                     protocol=validation_protocol(datamodule, model))
     report(trainer, metrics)
     return metrics
+
+
+def validation_protocol(datamodule: L.LightningDataModule, model: L.LightningModule) -> str:
+    """The protocol of the validation scores (samrs.inference.protocol_label), for the result tables."""
+    inference = getattr(model, "inference", None)
+    absent = next((m.absent_classes for m in getattr(model, "val_metrics", {}).values()), None)
+    return protocol_label(getattr(datamodule, "val_mode", "crop"), asdict(inference) if inference else None, absent)
 
 
 @rank_zero_only

@@ -3,18 +3,28 @@ draws the same scales and crops, and produces the same pixels, as resizing the w
 
 from __future__ import annotations
 
+import albumentations as A
 import cv2
 import numpy as np
 import pytest
 import torch
+from albumentations.pytorch import ToTensorV2
 
 from samrs.data.blocks import Window
-from samrs.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomScaleCrop, train_transform, val_transform
+from samrs.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CenterCrop,
+    RandomScaleCrop,
+    color_ops,
+    train_transform,
+    val_transform,
+)
 
 PALETTE = np.array([[230, 30, 30], [30, 200, 40], [40, 60, 220], [240, 220, 30], [200, 40, 210],
                     [30, 210, 220]], np.uint8)
 BACKGROUND = np.array([128, 128, 128], np.uint8)
-NO_COLOUR = {"color_jitter": 0.0, "gamma": 0.0}
+NO_COLOUR = {"color": "none"}
 
 
 def colour_scene(seed: int, height: int = 300, width: int = 260) -> tuple[np.ndarray, np.ndarray]:
@@ -94,22 +104,32 @@ def test_label_follows_its_pixels_through_geometric_steps(case, window_first):
     assert checked > 12 * 96 * 96 * 0.5
 
 
-def test_padding_is_black_with_ignored_labels():
-    """A 300x260 scene scaled by 0.5 is smaller than a 224 crop: the rest is padding."""
-    transform = train_transform(crop_size=224, scale_range=(0.5, 0.5), scale_p=1.0, hflip=0, vflip=0,
-                                rotate90=0, **NO_COLOUR)
+@pytest.mark.parametrize("window_first", [True, False], ids=["window_first", "whole_image"])
+@pytest.mark.parametrize("position", ["center", "top_left"])
+def test_padding_is_black_with_ignored_labels_centred_or_bottom_right(position, window_first):
+    """A 300x260 scene scaled by 0.5 (150x130) is smaller than a 224 crop: the rest is padding, on
+    all sides around the image as PadIfNeeded's default (the official code), or at the bottom/right."""
+    transform = train_transform(crop_size=224, scale_range=(0.5, 0.5), scale_p=1.0, hflip=0, vflip=0, rotate90=0,
+                                pad_position=position, window_first=window_first, **NO_COLOUR)
     image, label = colour_scene(1)
     out, mask = run(transform, image, label)
-    assert (mask[150:, :] == 255).all() and (mask[:, 130:] == 255).all()
-    assert (out[151:, :] <= 1).all() and (out[:, 131:] <= 1).all()
-    assert (mask[:148, :128] != 255).any()
+    top, left = ((224 - 150) // 2, (224 - 130) // 2) if position == "center" else (0, 0)
+    inside = np.zeros((224, 224), bool)
+    inside[top:top + 150, left:left + 130] = True
+    assert (mask[~inside] == 255).all() and (out[~inside] <= 1).all()
+    # the image (its background grey, never black) fills exactly its place
+    assert (out[inside].max(-1) > 20).all()
+    scaled = cv2.resize(label, (130, 150), interpolation=cv2.INTER_NEAREST_EXACT)
+    assert (mask[inside].reshape(150, 130) == scaled).mean() > 0.97
 
 
 @pytest.mark.parametrize("window_first", [True, False])
-def test_colour_steps_leave_regions_uniform_and_labels_untouched(window_first):
-    """Colour jitter and gamma change colours, never positions: each label region stays one colour."""
-    transform = train_transform(crop_size=96, scale_p=0.0, hflip=0, vflip=0, rotate90=0, color_jitter=1.0,
-                                gamma=1.0, window_first=window_first)
+@pytest.mark.parametrize("color", [{"color": "oneof", "color_p": 1.0},
+                                   {"color": "separate", "color_jitter": 1.0, "gamma": 1.0}], ids=["oneof", "separate"])
+def test_colour_steps_leave_regions_uniform_and_labels_untouched(window_first, color):
+    """Colour changes change colours, never positions: each label region stays one colour."""
+    transform = train_transform(crop_size=96, scale_p=0.0, hflip=0, vflip=0, rotate90=0, window_first=window_first,
+                                **color)
     transform.reseed(3)
     for seed in range(6):
         image, label = colour_scene(seed)
@@ -120,28 +140,32 @@ def test_colour_steps_leave_regions_uniform_and_labels_untouched(window_first):
             assert np.ptp(region, axis=0).max() <= 3, f"class {cls} region is not one colour"
 
 
-def test_window_first_equals_resizing_the_whole_image():
+@pytest.mark.parametrize("mask_interpolation,cv2_flag", [("nearest_exact", cv2.INTER_NEAREST_EXACT),
+                                                         ("nearest", cv2.INTER_NEAREST)])
+def test_window_first_equals_resizing_the_whole_image(mask_interpolation, cv2_flag):
     """For the same scale and crop, the window warp gives the whole-image resize's pixels (bilinear
-    within 2 grey levels on a textured image) and its labels (centre-aligned nearest; OpenCV's
-    fixed-point arithmetic may round the other way where a sample falls exactly between pixels)."""
+    within 2 grey levels on a textured image) and its labels (centre-aligned nearest, or OpenCV's
+    INTER_NEAREST as the official RandomScale; OpenCV's fixed-point arithmetic may round the other
+    way where a sample falls exactly between pixels)."""
     rng = np.random.default_rng(0)
     image = cv2.GaussianBlur(rng.integers(0, 256, (333, 410, 3), dtype=np.uint8), (5, 5), 1.5)
     label = rng.integers(0, 20, (333, 410), dtype=np.uint8)
-    transform = RandomScaleCrop(128, (0.5, 2.0), 1.0, ops=[])
+    transform = RandomScaleCrop(128, (0.5, 2.0), 1.0, ops=[], mask_interpolation=mask_interpolation)
     transform.reseed(11)
+    shift = 0.5 if mask_interpolation == "nearest_exact" else 0.0
     for _ in range(40):
         window, p = transform.plan(333, 410)
         top, bottom, left, right = window
         out = transform.finish(image[top:bottom, left:right], label[top:bottom, left:right], p)
         sh, sw = round(333 / p["fy"]), round(410 / p["fx"])
         ref_image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_LINEAR)
-        ref_label = cv2.resize(label, (sw, sh), interpolation=cv2.INTER_NEAREST_EXACT)
+        ref_label = cv2.resize(label, (sw, sh), interpolation=cv2_flag)
         ys, xs = slice(p["y0"], p["y0"] + p["rows"]), slice(p["x0"], p["x0"] + p["cols"])
         got_image, got_label = out["image"][:p["rows"], :p["cols"]], out["mask"].numpy()[:p["rows"], :p["cols"]]
         assert np.abs(got_image.astype(int) - ref_image[ys, xs].astype(int)).max() <= 2
         rows, cols = np.nonzero(got_label != ref_label[ys, xs])
         tie = [np.abs(pos - np.round(pos)) < 1e-6
-               for pos in ((rows + p["y0"] + 0.5) * p["fy"], (cols + p["x0"] + 0.5) * p["fx"])]
+               for pos in ((rows + p["y0"] + shift) * p["fy"], (cols + p["x0"] + shift) * p["fx"])]
         assert np.all(tie[0] | tie[1]), "labels differ away from pixel-boundary ties"
 
 
@@ -191,14 +215,22 @@ def test_window_first_draws_the_scales_and_crops_of_the_whole_image_pipeline():
     assert (np.abs(np.median(where_fast, 0) - 0.5) < 0.15).all()  # uniform positions: centred median
 
 
-def test_centre_crop_takes_the_middle_and_pads_small_images():
-    transform = val_transform(crop_size=128)
-    window, _ = transform.plan(300, 260)
-    assert window == Window(86, 214, 66, 194)
+@pytest.mark.parametrize("window_first", [True, False])
+def test_centre_crop_takes_the_middle_and_pads_small_images(window_first):
+    transform = val_transform(crop_size=128, window_first=window_first)
+    if window_first:
+        assert transform.plan(300, 260)[0] == Window(86, 214, 66, 194)
+    image, label = colour_scene(2, 300, 260)
+    assert np.array_equal(run(transform, image, label)[1], label[86:214, 66:194])
     image, label = colour_scene(2, 100, 90)
-    out, mask = run(transform, image, label)
-    assert out.shape == (128, 128, 3) and (mask[100:] == 255).all() and (mask[:, 90:] == 255).all()
-    assert np.array_equal(mask[:100, :90], label)
+    out, mask = run(transform, image, label)  # centred in the crop, 0 / 255 around it
+    assert out.shape == (128, 128, 3) and np.array_equal(mask[14:114, 19:109], label)
+    mask[14:114, 19:109] = 255
+    assert (mask == 255).all()
+    if window_first:
+        bottom_right = CenterCrop(128, [ToTensorV2()], pad_position="top_left")
+        out, mask = run(bottom_right, image, label)
+        assert np.array_equal(mask[:100, :90], label) and (mask[100:] == 255).all() and (mask[:, 90:] == 255).all()
 
 
 def test_resize_validation_shrinks_the_whole_image_and_its_label():
@@ -221,3 +253,40 @@ def test_reseeded_transforms_repeat_and_differ():
     outs_a = [run(a, image, label)[1] for _ in range(4)]
     outs_b = [run(b, image, label)[1] for _ in range(4)]
     assert not all(np.array_equal(x, y) for x, y in zip(outs_a, outs_b))
+
+
+def test_official_colour_step_draws_one_of_four_changes_with_probability_0_3():
+    """The official OneOf: 30% of the samples change colour, by exactly one of contrast, gamma,
+    brightness (weights 0.5 each) or the weak colour jitter (0.3), in the official ranges."""
+    steps = A.Compose(color_ops("oneof", color_p=0.3), save_applied_params=True, seed=0)
+    image = np.full((8, 8, 3), 128, np.uint8)
+    counts = {"contrast": 0, "RandomGamma": 0, "brightness": 0, "ColorJitter": 0, "none": 0}
+    draws = 3000
+    for _ in range(draws):
+        applied = steps(image=image)["applied_transforms"]
+        assert len(applied) <= 1
+        if not applied:
+            counts["none"] += 1
+            continue
+        name, params = applied[0]
+        if name == "RandomBrightnessContrast":
+            if params["beta"] == 0:
+                name = "contrast"
+                assert 0.8 <= params["alpha"] <= 1.2
+            else:
+                name = "brightness"
+                assert params["alpha"] == 1 and abs(params["beta"]) <= 0.2 * 255
+        counts[name] += 1
+    weights = {"contrast": 0.5, "RandomGamma": 0.5, "brightness": 0.5, "ColorJitter": 0.3}
+    for name, weight in weights.items():
+        expected = draws * 0.3 * weight / sum(weights.values())
+        assert abs(counts[name] - expected) < 4 * expected ** 0.5, (name, counts)
+    assert abs(counts["none"] - 0.7 * draws) < 4 * (draws * 0.21) ** 0.5
+
+
+def test_colour_and_padding_settings_are_checked():
+    with pytest.raises(ValueError, match="data.train_transform.color='jitter'; choose one of oneof, separate, none"):
+        train_transform(color="jitter")
+    with pytest.raises(ValueError, match="data.train_transform.pad_position='middle'"):
+        train_transform(pad_position="middle")
+    assert color_ops("none") == []

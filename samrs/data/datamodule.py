@@ -40,7 +40,7 @@ from samrs.utils.logging import get_logger
 log = get_logger(__name__)
 
 ON_ERROR = ("raise", "skip")
-VAL_MODES = ("crop", "whole")
+VAL_MODES = ("crop", "whole", "tiles")
 
 
 def _plain(cfg: Any) -> Any:
@@ -68,7 +68,9 @@ class SAMRSDataModule(L.LightningDataModule):
     `on_error`: "raise" stops at bad files with a list of them; "skip" leaves them out and logs a count.
     `generate`: write generated scenes into each subset's root in `prepare_data` (the demo data).
     `val_mode`: "crop" validates on `val_transform`'s centre crops (paper A.5); "whole" on whole
-    images, one per batch, for sliding-window inference (the task's `inference`, samrs.evaluate).
+    images, one per batch, for sliding-window inference (the task's `inference`, samrs.evaluate);
+    "tiles" on the tiles of the split as cut (the official test protocol): a SAMRS subset's images
+    are its tiles already, so here it is "whole"; the fine-tuning datasets cut their scenes.
     `val_split`: the split validated on (samrs.evaluate split=...).
     """
 
@@ -231,7 +233,7 @@ class SAMRSDataModule(L.LightningDataModule):
             sizes = {k: len(v) for k, v in self.train_sets.items()}
             self.train_batch_sizes = proportional_batch_sizes(self.batch_size, sizes)
         if stage in ("fit", "validate", None) and not self.val_sets:
-            if self.val_mode == "whole":
+            if self.val_mode in ("whole", "tiles"):
                 tf = whole_transform(**{k: v for k, v in self.val_transform_cfg.items() if k in ("mean", "std")})
             else:
                 tf = val_transform(**self.val_transform_cfg)
@@ -275,8 +277,8 @@ class SAMRSDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         world, rank = self._replicas()
-        # whole images differ in size: one per batch
-        batch_size = 1 if self.val_mode == "whole" else self.val_batch_size
+        # whole images (and the tiles at a scene's border) differ in size: one per batch
+        batch_size = self.val_batch_size if self.val_mode == "crop" else 1
         return [
             DataLoader(ds, batch_size=batch_size, sampler=ShardSampler(len(ds), world, rank),
                        num_workers=self.val_num_workers, pin_memory=self.pin_memory)

@@ -5,13 +5,16 @@ validation on the whole scenes.
 dataset's label coding: colours or mmseg ids to class ids, ignored pixels 255) and writes the tile
 index of the training split (`tiles-<size>-<stride>.json`) beside it, plus the list of tiles each
 `fraction` selects; `setup` reads them. A training sample is a tile (a window of its scene's
-block file) through the training transform; a validation sample is a whole scene, normalised, for
-sliding-window inference (samrs.inference, the task's `inference`). docs/finetune.md has the details.
+block file) through the training transform; a validation sample is a whole scene (`val_mode=whole`)
+or one tile of a scene cut as the training scenes are (`val_mode=tiles`, the official test
+protocol), normalised, for sliding-window inference (samrs.inference, the task's `inference`).
+docs/finetune.md has the details.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -123,14 +126,19 @@ class FinetuneDataModule(SAMRSDataModule):
                  listing)
 
     def _names(self, subset: str, split: str) -> tuple[list[str], Any]:
-        """Training: the tiles of the usable scenes (the chosen fraction); other splits: whole scenes."""
+        """Training: the tiles of the usable scenes (the chosen fraction); other splits: whole scenes,
+        or all their tiles with val_mode=tiles."""
         cache = self.split_cache(split)
         names = self.scene_names(split)
         problems = self._cached_problems(cache, subset, split, names)
         self._handle(subset, split, list(problems.values()), len(names))
         usable = [n for n in names if n not in problems]
         if split != "train":
-            return usable, cache.reader
+            if self.val_mode != "tiles":
+                return usable, cache.reader
+            entries = cache.manifest()
+            tiles = validation_tiles({n: entries[n]["shape"] for n in usable}, self.tile_size, self.tile_stride)
+            return [t.name for t in tiles], TileReader(cache.reader, tiles)
         path = self.tile_index_path
         if not path.is_file():
             raise RuntimeError(f"{path}: no tile index; run prepare_data() before setup()")
@@ -139,6 +147,14 @@ class FinetuneDataModule(SAMRSDataModule):
                  if scene in kept]
         chosen = select_fraction(tiles, self.fraction, self.fraction_seed)
         return [t.name for t in chosen], TileReader(cache.reader, chosen)
+
+
+def validation_tiles(sizes: Mapping[str, Sequence[int]], size: int, stride: int) -> list[Tile]:
+    """The tiles of the validation scenes; a scene that is a single tile (a converted crop, a LoveDA
+    image) keeps its own name, so its predictions and images are named as the scene."""
+    tiles = scene_tiles(sizes, size, stride)
+    counts = Counter(t.scene for t in tiles)
+    return [Tile(t.scene, t.scene, t.window) if counts[t.scene] == 1 else t for t in tiles]
 
 
 def _split_layout(split: str, shared: dict[str, Any], spec: dict[str, Any]) -> SubsetLayout:

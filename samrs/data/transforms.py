@@ -1,5 +1,11 @@
 """Augmentation of the paper (Sec. 4.1): random scale, random crop (labels padded with 255), flips,
-90-degree rotations, colour jitter, gamma; and the centre crop of validation.
+90-degree rotations, colour changes; and the centre crop of validation.
+
+Colour (`color`): `oneof`, the official pre-training's one-of contrast / gamma / brightness / weak
+colour jitter with probability 0.3 in all; `separate`, colour jitter and gamma as steps of their own;
+`none` (the official fine-tuning). Padding of crops larger than the (scaled) image is centred as
+albumentations' PadIfNeeded pads by default (`pad_position=center`, the official code) or at the
+bottom/right (`top_left`). docs/decisions.md lists what differs from the official code.
 
 A transform is planned before any pixel is read: `plan(height, width)` returns the source window
 it needs and its random parameters, `finish(image, label, params)` turns the window into the
@@ -30,47 +36,87 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Sample = dict[str, Any]
 
 
-def crop_ops(
-    hflip: float = 0.5,
-    vflip: float = 0.5,
-    rotate90: float = 0.5,
+COLORS = ("oneof", "separate", "none")
+PAD_POSITIONS = ("center", "top_left")
+MASK_INTERPOLATIONS = {"nearest_exact": cv2.INTER_NEAREST_EXACT, "nearest": cv2.INTER_NEAREST}
+
+
+def _choice(key: str, value: str, choices) -> str:
+    """`value` when it is one of `choices`, else an error naming the config key."""
+    if value not in choices:
+        raise ValueError(f"{key}={value!r}; choose one of {', '.join(choices)}")
+    return value
+
+
+def color_ops(
+    color: str = "oneof",
+    color_p: float = 0.3,
     color_jitter: float = 0.5,
     jitter: Sequence[float] = (0.2, 0.2, 0.2, 0.05),
     gamma: float = 0.5,
     gamma_limit: Sequence[float] = (80, 120),
+) -> list[A.BasicTransform]:
+    """The colour steps. `oneof`: with probability `color_p` one of contrast +-0.2, gamma 80-120,
+    brightness +-0.2 (weights 0.5 each) or colour jitter (0.07, 0.07, 0.1, 0.1; weight 0.3), the chosen
+    one always applied: the official pre-training's OneOf of albumentations 1.x RandomContrast,
+    RandomGamma, RandomBrightness and ColorJitter at their default settings. `separate`: colour jitter
+    (`jitter` = brightness, contrast, saturation, hue) with probability `color_jitter`, then gamma
+    (`gamma_limit`) with probability `gamma`. `none`: no colour change."""
+    _choice("data.train_transform.color", color, COLORS)
+    if color == "none":
+        return []
+    if color == "separate":
+        b, c, s, h = jitter
+        return [A.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h, p=color_jitter),
+                A.RandomGamma(gamma_limit=tuple(gamma_limit), p=gamma)]
+    return [A.OneOf([
+        A.RandomBrightnessContrast(brightness_limit=0.0, contrast_limit=0.2, p=0.5),  # RandomContrast()
+        A.RandomGamma(gamma_limit=(80, 120), p=0.5),
+        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.0, p=0.5),  # RandomBrightness()
+        A.ColorJitter(brightness=0.07, contrast=0.07, saturation=0.1, hue=0.1, p=0.3),
+    ], p=color_p)]
+
+
+def crop_ops(
+    hflip: float = 0.5,
+    vflip: float = 0.5,
+    rotate90: float = 0.5,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    **color: Any,
 ) -> list[A.BasicTransform]:
-    """What follows the crop: flips, rot90, colour jitter (brightness, contrast, saturation, hue),
-    gamma, normalisation, tensors."""
-    b, c, s, h = jitter
+    """What follows the crop: flips, rot90, the colour steps (`color_ops`), normalisation, tensors."""
     return [
         A.HorizontalFlip(p=hflip),
         A.VerticalFlip(p=vflip),
         A.RandomRotate90(p=rotate90),
-        A.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h, p=color_jitter),
-        A.RandomGamma(gamma_limit=tuple(gamma_limit), p=gamma),
+        *color_ops(**color),
         A.Normalize(mean=mean, std=std),
         ToTensorV2(),
     ]
 
 
-def _pad(size: int) -> A.PadIfNeeded:
+def _pad(size: int, position: str = "center") -> A.PadIfNeeded:
     return A.PadIfNeeded(size, size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX,
-                         position="top_left")
+                         position=position)
+
+
+def pad_offset(length: int, size: int, position: str) -> int:
+    """Where a side of `length` starts in the `size` crop padded around it (PadIfNeeded's rule)."""
+    return (size - length) // 2 if position == "center" and length < size else 0
 
 
 def _as_sample(out: dict[str, Any]) -> Sample:
     return {"image": out["image"], "mask": torch.as_tensor(out["mask"]).long()}
 
 
-def _pad_to(array: np.ndarray, size: int, value: int) -> np.ndarray:
-    """Pad at the bottom and right to size x size (top-left placement, as PadIfNeeded here)."""
+def _pad_to(array: np.ndarray, size: int, value: int, top: int = 0, left: int = 0) -> np.ndarray:
+    """`array` placed at (top, left) of a size x size array filled with `value`."""
     h, w = array.shape[:2]
     if h == size and w == size:
         return array
     out = np.full((size, size) + array.shape[2:], value, array.dtype)
-    out[:h, :w] = array
+    out[top:top + h, left:left + w] = array
     return out
 
 
@@ -87,10 +133,12 @@ class WindowTransform(ABC):
         self.rng = np.random.default_rng(own)
         self.ops.set_random_seed(int(albu.generate_state(1)[0]))
 
-    def _padded_sample(self, image: np.ndarray, label: np.ndarray, size: int) -> Sample:
-        """A crop padded to size x size (image 0, label 255), through the albumentations tail."""
-        image = _pad_to(np.ascontiguousarray(image), size, 0)
-        label = _pad_to(np.ascontiguousarray(label), size, IGNORE_INDEX)
+    def _padded_sample(self, image: np.ndarray, label: np.ndarray, size: int, position: str) -> Sample:
+        """A crop padded to size x size (image 0, label 255; centred or at the bottom/right), through
+        the albumentations tail."""
+        top, left = pad_offset(image.shape[0], size, position), pad_offset(image.shape[1], size, position)
+        image = _pad_to(np.ascontiguousarray(image), size, 0, top, left)
+        label = _pad_to(np.ascontiguousarray(label), size, IGNORE_INDEX, top, left)
         return _as_sample(self.ops(image=image, mask=label))
 
     @abstractmethod
@@ -116,18 +164,24 @@ class RandomScaleCrop(WindowTransform):
     """Random scale then random crop, computed on the crop's source window only.
 
     With probability `scale_p` the scale s is uniform in `scale_range` (else 1); the scaled size is
-    int(H*s) x int(W*s), padded at the bottom/right to the crop with 0 (image) and 255 (label); the
-    crop's top-left corner is uniform over the valid positions. Output pixel X of the scaled image
-    samples the source at (X + 0.5) * H / int(H*s) - 0.5 (cv2.resize's bilinear mapping); labels
-    take the nearest source pixel with the same centre alignment (cv2.INTER_NEAREST_EXACT).
+    int(H*s) x int(W*s), padded to the crop with 0 (image) and 255 (label), centred or at the
+    bottom/right (`pad_position`); the crop's top-left corner is uniform over the valid positions.
+    Output pixel X of the scaled image samples the source at (X + 0.5) * H / int(H*s) - 0.5
+    (cv2.resize's bilinear mapping); labels take the nearest source pixel with the same centre
+    alignment (`mask_interpolation=nearest_exact`, cv2.INTER_NEAREST_EXACT) or source pixel
+    floor(X * H / int(H*s)) (`nearest`, cv2.INTER_NEAREST, half a pixel off the image).
     """
 
     def __init__(self, crop_size: int, scale_range: Sequence[float], scale_p: float,
-                 ops: Sequence[A.BasicTransform]) -> None:
+                 ops: Sequence[A.BasicTransform], pad_position: str = "center",
+                 mask_interpolation: str = "nearest_exact") -> None:
         super().__init__(ops)
         self.crop_size = crop_size
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.scale_p = scale_p
+        self.pad_position = _choice("data.train_transform.pad_position", pad_position, PAD_POSITIONS)
+        self.centred_labels = _choice("data.train_transform.mask_interpolation", mask_interpolation,
+                                      MASK_INTERPOLATIONS) == "nearest_exact"
 
     def plan(self, height: int, width: int) -> tuple[Window, dict[str, Any]]:
         c = self.crop_size
@@ -151,33 +205,38 @@ class RandomScaleCrop(WindowTransform):
                              [0.0, p["fy"], (p["y0"] + 0.5) * p["fy"] - 0.5 - p["top"]]])
             crop = cv2.warpAffine(image, warp, (cols, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                   borderMode=cv2.BORDER_REPLICATE)
-            ys = _nearest(p["y0"], rows, p["fy"], image.shape[0] + p["top"]) - p["top"]
-            xs = _nearest(p["x0"], cols, p["fx"], image.shape[1] + p["left"]) - p["left"]
+            shift = 0.5 if self.centred_labels else 0.0
+            ys = _nearest(p["y0"], rows, p["fy"], image.shape[0] + p["top"], shift) - p["top"]
+            xs = _nearest(p["x0"], cols, p["fx"], image.shape[1] + p["left"], shift) - p["left"]
             crop_label = label[ys[:, None], xs[None, :]]
-        return self._padded_sample(crop, crop_label, c)
+        return self._padded_sample(crop, crop_label, c, self.pad_position)
 
 
 def _source_span(start: int, count: int, factor: float, size: int) -> tuple[int, int]:
-    """Source pixels [first, last) that the bilinear and nearest samples of scaled pixels
-    start .. start+count-1 touch (factor = source / scaled size)."""
+    """Source pixels [first, last) that the bilinear and nearest samples (centre-aligned or
+    OpenCV's floor(X * factor)) of scaled pixels start .. start+count-1 touch (factor = source /
+    scaled size)."""
     if factor == 1.0:
         return start, start + count
-    lo = (start + 0.5) * factor - 0.5
+    lo = min((start + 0.5) * factor - 0.5, start * factor)
     hi = (start + count - 0.5) * factor - 0.5
     return max(0, math.floor(lo)), min(size, math.floor(hi) + 2)
 
 
-def _nearest(start: int, count: int, factor: float, size: int) -> np.ndarray:
-    """Centre-aligned nearest source index of scaled pixels start .. start+count-1."""
-    return np.minimum(((np.arange(start, start + count) + 0.5) * factor).astype(np.int64), size - 1)
+def _nearest(start: int, count: int, factor: float, size: int, shift: float = 0.5) -> np.ndarray:
+    """Nearest source index of scaled pixels start .. start+count-1: centre-aligned with shift 0.5,
+    OpenCV's INTER_NEAREST (floor of X * factor) with 0."""
+    return np.minimum(((np.arange(start, start + count) + shift) * factor).astype(np.int64), size - 1)
 
 
 class CenterCrop(WindowTransform):
-    """The central crop_size x crop_size window (padded with 0 / 255 when the image is smaller)."""
+    """The central crop_size x crop_size window (padded with 0 / 255 when the image is smaller:
+    centred, or at the bottom/right with `pad_position=top_left`)."""
 
-    def __init__(self, crop_size: int, ops: Sequence[A.BasicTransform]) -> None:
+    def __init__(self, crop_size: int, ops: Sequence[A.BasicTransform], pad_position: str = "center") -> None:
         super().__init__(ops)
         self.crop_size = crop_size
+        self.pad_position = _choice("pad_position", pad_position, PAD_POSITIONS)
 
     def plan(self, height: int, width: int) -> tuple[Window, None]:
         c = self.crop_size
@@ -185,7 +244,7 @@ class CenterCrop(WindowTransform):
         return Window(top, min(height, top + c), left, min(width, left + c)), None
 
     def finish(self, image: np.ndarray, label: np.ndarray, params: None) -> Sample:
-        return self._padded_sample(image, label, self.crop_size)
+        return self._padded_sample(image, label, self.crop_size, self.pad_position)
 
 
 def train_transform(
@@ -193,18 +252,22 @@ def train_transform(
     scale_range: Sequence[float] = (0.5, 2.0),
     scale_p: float = 0.5,
     window_first: bool = True,
+    pad_position: str = "center",
+    mask_interpolation: str = "nearest_exact",
     **crop_kwargs: Any,
 ) -> WindowTransform:
-    """The pre-training augmentation; `window_first=False` gives the same recipe as a plain
+    """The training augmentation; `window_first=False` gives the same recipe as a plain
     albumentations pipeline over the whole image (slower, for reference and benchmarks)."""
     ops = crop_ops(**crop_kwargs)
     if window_first:
-        return RandomScaleCrop(crop_size, scale_range, scale_p, ops)
+        return RandomScaleCrop(crop_size, scale_range, scale_p, ops, pad_position, mask_interpolation)
     lo, hi = scale_range
     return WholeImage([
         A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), interpolation=cv2.INTER_LINEAR,
-                      mask_interpolation=cv2.INTER_NEAREST_EXACT, p=scale_p),
-        _pad(crop_size),
+                      mask_interpolation=MASK_INTERPOLATIONS[_choice("data.train_transform.mask_interpolation",
+                                                                     mask_interpolation, MASK_INTERPOLATIONS)],
+                      p=scale_p),
+        _pad(crop_size, _choice("data.train_transform.pad_position", pad_position, PAD_POSITIONS)),
         A.RandomCrop(crop_size, crop_size),
         *ops,
     ])

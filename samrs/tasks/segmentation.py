@@ -34,7 +34,9 @@ class SegmentationTask(L.LightningModule):
     of parameter names (relative to `net`) that are not trained. `scheduler`: keyword arguments of
     `cosine_with_warmup` (per-iteration cosine to `min_lr` over the run's steps), or null for a
     constant lr. `compile`: torch.compile the backbone, neck and decoders. `metric_exclude`:
-    per subset, class ids left out of the metrics' means (iSAID's background). `inference`: keyword
+    per subset, class ids left out of the metrics' means (iSAID's background). `absent_classes`:
+    "skip" leaves classes absent from labels and predictions out of the means, "zero" counts their
+    IoU as 0 (the official code; samrs.metrics). `inference`: keyword
     arguments of `samrs.inference.SlidingWindow`; validation images then go through sliding-window
     inference (whole scenes of a fine-tuning set) instead of one forward pass.
     """
@@ -52,6 +54,7 @@ class SegmentationTask(L.LightningModule):
         compile: bool = False,
         metric_exclude: Mapping[str, Sequence[int]] | None = None,
         inference: Mapping[str, Any] | None = None,
+        absent_classes: str = "skip",
     ) -> None:
         super().__init__()
         scheduler, class_names, param_groups, frozen, metric_exclude, inference = (
@@ -65,7 +68,7 @@ class SegmentationTask(L.LightningModule):
         self.subsets = list(net.num_classes)
         self.class_names = {k: list(v) for k, v in (class_names or {}).items()}
         exclude = metric_exclude or {}
-        self.val_metrics = nn.ModuleDict({k: SegmentationMetrics(n, ignore_index, exclude.get(k, ()))
+        self.val_metrics = nn.ModuleDict({k: SegmentationMetrics(n, ignore_index, exclude.get(k, ()), absent_classes)
                                           for k, n in net.num_classes.items()})
         self.inference = SlidingWindow(**inference) if inference else None
         self.last_val_scores: dict[str, dict[str, Any]] = {}

@@ -47,6 +47,25 @@ def test_potsdam_tiles_batches_and_whole_scene_validation(potsdam_dir):
     assert scenes[0]["image"].dtype == torch.float32 and abs(float(scenes[0]["image"].mean())) < 3
 
 
+def test_official_protocol_validates_on_the_tiles_of_the_validation_scenes(potsdam_dir):
+    """data.val_mode=tiles (the ft_* experiments): the validation scenes cut as the training scenes,
+    every tile a sample of its own whose pixels are its window of the scene."""
+    whole = ready(finetune_data("potsdam_debug", potsdam_dir), "validate")
+    assert whole.val_mode == "whole"
+    scenes = {s["name"][0]: s for s in whole.val_dataloader()[0]}
+    module = ready(finetune_data("potsdam_debug", potsdam_dir, "data.val_mode=tiles"), "validate")
+    tiles = list(module.val_dataloader()[0])
+    starts = [0, 64, 96]  # 96 px tiles every 64 px over 192 px scenes, the last shifted back
+    assert [t["name"][0] for t in tiles] == [f"{scene}__96__{x}___{y}" for scene in ("2_13", "2_14")
+                                             for y in starts for x in starts]
+    for tile in tiles:
+        scene, _, x, y = tile["name"][0].replace("___", "__").split("__")
+        x, y = int(x), int(y)
+        assert tile["image"].shape == (1, 3, 96, 96)
+        torch.testing.assert_close(tile["image"], scenes[scene]["image"][:, :, y:y + 96, x:x + 96])
+        torch.testing.assert_close(tile["mask"], scenes[scene]["mask"][:, y:y + 96, x:x + 96])
+
+
 def test_cached_labels_are_the_generated_classes(potsdam_dir):
     """Through the colour coding and the cache: class ids of the 5-class list, clutter and the black
     borders ignored."""
@@ -91,6 +110,8 @@ def test_isaid_background_is_a_class_left_out_of_the_means(isaid_dir):
     (val,) = module.val_dataloader()
     mask = next(iter(val))["mask"]
     assert mask.shape == (1, 224, 224) and 0 in mask.unique() and mask.max() < 16
+    tiles = ready(finetune_data("isaid_debug", isaid_dir, "data.val_mode=tiles"), "validate").val_dataloader()[0]
+    assert len(tiles) == 2 * 2 * 2 and next(iter(tiles))["mask"].shape == (1, 128, 128)
     ignored = ready(finetune_data("isaid_debug", isaid_dir, "data.classes=isaid"), "validate")
     assert ignored.num_classes == {"isaid": 15} and ignored.metric_exclude == {"isaid": []}
 
@@ -145,3 +166,8 @@ def test_mmseg_converted_isprs_reads_the_real_crop(dataset, sample, stem, sample
     raw = read_label(sample / "ann_dir" / name)
     expected = np.where(raw == 0, 255, raw.astype(int) - 1)
     np.testing.assert_array_equal(scene["mask"][0].numpy(), expected)
+    # the official protocol's tiles of a converted crop: the crop itself, under its own name
+    tiles = ready(finetune_data(f"{module.name}_mmseg", tmp_path, "data.num_workers=0", "data.val_mode=tiles"),
+                  "validate")
+    tile = next(iter(tiles.val_dataloader()[0]))
+    assert tile["name"] == scene["name"] and torch.equal(tile["mask"], scene["mask"])

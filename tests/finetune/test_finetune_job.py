@@ -98,12 +98,14 @@ def test_pretrain_finetune_sweep_evaluate_and_tabulate(generated_subsets, tmp_pa
                             "trainer.val_check_interval=2", *QUICK], tmp_path)
     jobs = sorted((tmp_path / "logs" / "train" / "multirun" / "tables").glob("[0-9]"))
     assert len(jobs) == 2 and all((j / "metrics.json").is_file() for j in jobs)
+    assert all(json.loads((j / "metrics.json").read_text())["protocol"] == "official" for j in jobs)
     full = jobs[1]
-    run_cli("samrs.evaluate", [f"ckpt_path={full}", "name=flip", "evaluate.flip=true",
+    run_cli("samrs.evaluate", [f"ckpt_path={full}", "name=flip", "evaluate.protocol=sliding", "evaluate.flip=true",
                                "evaluate.save_predictions=true"], tmp_path)
     evaluation = tmp_path / "logs" / "evaluate" / "flip"
     report = json.loads((evaluation / "metrics.json").read_text())
     assert report["inference"]["flip"] is True and report["split"] == "val"
+    assert report["protocol"] == "sliding (flip)"
 
     # the scores are those of the written predictions against the label files
     cfg = compose_train(["experiment=ft_potsdam_r50_upernet_debug"])
@@ -129,12 +131,15 @@ def test_pretrain_finetune_sweep_evaluate_and_tabulate(generated_subsets, tmp_pa
     assert "## potsdam: F1 per class (%), all training tiles" in markdown
     assert "## potsdam: OA, mF1 (%) by fraction of the training tiles" in markdown
     row = next(line for line in markdown.splitlines() if line.startswith("| UperNet | ResNet-50 | SEP |"))
-    assert f"| {100 * scores['mF1']:.2f} | 1 |" in row  # the evaluation's figures replace the run's own
+    # the evaluation's figures replace the run's own, under their protocol; the fractions' are the runs' own
+    assert f"| {100 * scores['mF1']:.2f} | 1 |" in row
+    full_table, fraction_table = markdown.split("## potsdam: OA, mF1 (%) by fraction")
+    assert "Protocol: sliding (flip).\n" in full_table and "Protocol: official.\n" in fraction_table
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["ft_isaid_swin_t_debug", "ft_potsdam_vit_b_debug"])
-def test_debug_experiment_trains_and_validates_on_whole_scenes(experiment, tmp_path):
+def test_debug_experiment_trains_and_validates_on_the_tiles(experiment, tmp_path):
     run_cli("samrs.train", [f"experiment={experiment}", "name=run", "trainer.max_steps=2",
                             "trainer.val_check_interval=2", *QUICK], tmp_path)
     run = tmp_path / "logs" / "train" / "run"
@@ -143,6 +148,7 @@ def test_debug_experiment_trains_and_validates_on_whole_scenes(experiment, tmp_p
     scores = report["scores"][dataset]
     assert len(scores["IoU"]) == (16 if dataset == "isaid" else 5) and 0.0 <= scores["OA"] <= 1.0
     assert report["step"] == 2 and (run / "checkpoints" / "last.ckpt").is_file()
+    assert report["protocol"] == "official"  # validated on the tiles, flip and softmax averaged
     assert any((run / "val_images").rglob("*.png"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from samrs.metrics import SegmentationMetrics
@@ -45,6 +46,23 @@ def test_scores_equal_an_independent_computation_with_ignore_and_absent_classes(
     assert np.isclose(scores["mIoU"].item(), np.nanmean(iou))
     assert np.allclose(scores["F1"].numpy(), f1, equal_nan=True)
     assert np.isclose(scores["OA"].item(), oa)
+
+
+def test_absent_classes_count_as_zero_as_the_official_scripts():
+    """The official scripts' IoU = I / (U + 1e-10) and accuracy = I / (T + 1e-10): 0 for a class absent
+    from labels and predictions, kept in the means; F1 stays NaN (their nanmean skips it)."""
+    label = torch.tensor([[[0, 0], [1, 1]]])
+    pred = torch.tensor([[[0, 1], [1, 1]]])  # class 2 is in neither
+    skip = SegmentationMetrics(3)
+    zero = SegmentationMetrics(3, absent_classes="zero")
+    for metric in (skip, zero):
+        metric.update(pred, label)
+    a, b = skip.compute(), zero.compute()
+    assert np.isnan(a["IoU"][2]) and b["IoU"][2] == 0 and b["Acc"][2] == 0
+    assert np.isclose(a["mIoU"].item(), (0.5 + 2 / 3) / 2) and np.isclose(b["mIoU"].item(), (0.5 + 2 / 3) / 3)
+    assert np.isnan(b["F1"][2]) and np.isclose(b["mF1"].item(), a["mF1"].item())
+    with pytest.raises(ValueError, match="model.absent_classes='nan'; choose one of skip, zero"):
+        SegmentationMetrics(3, absent_classes="nan")
 
 
 def test_logits_are_argmaxed_and_excluded_classes_leave_the_means():
