@@ -18,20 +18,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from samrs.callbacks import SavePredictions
+from samrs.errors import BadFileError, ConfigError
 from samrs.inference import SlidingWindow
 from samrs.metrics import write_scores
 from samrs.utils.hydra import samrs_main
 from samrs.utils.logging import get_logger
-from samrs.utils.runs import apply_extras, resolve_ckpt_path
+from samrs.utils.runs import apply_extras, read_lightning_checkpoint, resolve_ckpt_path
 
 log = get_logger(__name__)
 
 
 def read_checkpoint(ckpt_path: str) -> tuple[DictConfig, dict[str, torch.Tensor]]:
     """The training config stored in a samrs checkpoint, and its state_dict (one read of the file)."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
-    if "samrs_config" not in checkpoint:
-        raise ValueError(f"{ckpt_path}: no samrs training config inside; was it written by samrs.train?")
+    checkpoint = read_lightning_checkpoint(ckpt_path)
+    if not isinstance(checkpoint, dict) or "samrs_config" not in checkpoint:
+        raise BadFileError(f"{ckpt_path}: no samrs training config inside; was it written by samrs.train?")
     return OmegaConf.create(checkpoint["samrs_config"]), checkpoint["state_dict"]
 
 
@@ -43,7 +44,7 @@ def sliding_window(settings: DictConfig, train_cfg: DictConfig) -> SlidingWindow
         spec["window"] = (OmegaConf.select(train_cfg, "model.inference.window")
                           or OmegaConf.select(train_cfg, "data.val_transform.crop_size"))
     if spec["window"] is None:
-        raise ValueError("the checkpoint's config names no inference window nor validation crop: set evaluate.window")
+        raise ConfigError("the checkpoint's config names no inference window nor validation crop: set evaluate.window")
     return SlidingWindow(**spec)
 
 
@@ -59,7 +60,7 @@ def untrained_model_config(model_cfg: DictConfig) -> DictConfig:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir, resuming=False)
     train_cfg, state_dict = read_checkpoint(ckpt_path)
     data_cfg = (cfg.data if cfg.get("data") is not None else train_cfg.data).copy()
     with open_dict(data_cfg):

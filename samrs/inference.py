@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from samrs.data.blocks import Window
 from samrs.data.tiles import tile_windows
+from samrs.errors import ConfigError
 
 AVERAGES = ("logits", "probs")
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -43,11 +44,11 @@ class SlidingWindow:
 
     def __post_init__(self) -> None:
         if self.window < 1 or not 0 < self.step <= self.window:
-            raise ValueError(f"sliding window {self.window} with stride {self.stride}: need 0 < stride <= window")
+            raise ConfigError(f"sliding window {self.window} with stride {self.stride}: need 0 < stride <= window")
         if self.average not in AVERAGES:
-            raise ValueError(f"average={self.average!r}; choose one of {', '.join(AVERAGES)}")
+            raise ConfigError(f"average={self.average!r}; choose one of {', '.join(AVERAGES)}")
         if not self.scales or min(self.scales) <= 0:
-            raise ValueError(f"scales={list(self.scales)}: give one or more positive factors")
+            raise ConfigError(f"scales={list(self.scales)}: give one or more positive factors")
 
     @property
     def step(self) -> int:

@@ -14,7 +14,6 @@ settings finds the files written and returns.
 
 from __future__ import annotations
 
-import json
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -24,27 +23,26 @@ import numpy as np
 
 from samrs.classes import ISAID, POTSDAM_COLORS, POTSDAM_WITH_CLUTTER
 from samrs.data.layout import SubsetLayout
+from samrs.errors import ConfigError
 from samrs.geometry import fill_polygon, rotated_rect
+from samrs.scenes.folder import claim_folder, mark_complete
 from samrs.scenes.formats import isaid_masks, save_image
 from samrs.scenes.generate import generate_scene
-from samrs.utils.io import write_json
-
-MARKER = ".generated.json"
 # Mean colour of each land-cover class in the generated images (POTSDAM_WITH_CLUTTER order).
 LANDCOVER_RGB = {"impervious-surface": (150, 148, 145), "building": (170, 92, 70), "low-vegetation": (120, 150, 85),
                  "tree": (45, 85, 45), "car": (60, 60, 200), "clutter": (130, 110, 60)}
 
 
-def _done(root: Path, params: dict) -> bool:
-    marker = root / MARKER
-    return marker.is_file() and json.loads(marker.read_text()) == params
+def _instead(dataset: str) -> str:
+    return (f"To train on the data there, pass data={dataset} data.root=<that folder> (or data.generate=null); "
+            "to generate, point data.root at an empty folder.")
 
 
 def _split_names(layouts: Mapping[str, SubsetLayout], split: str) -> list[str]:
     listing = layouts[split].split_files[split]
     if listing is None or isinstance(listing, str):
-        raise ValueError(f"generated Potsdam-like data needs data.splits.{split}.names as a list of scene names, "
-                         f"got {listing!r}")
+        raise ConfigError(f"generated Potsdam-like data needs data.splits.{split}.names as a list of scene names, "
+                          f"got {listing!r}")
     return [str(n) for n in listing]
 
 
@@ -83,14 +81,14 @@ def write_potsdam_like(root: str | Path, layouts: Mapping[str, SubsetLayout], si
     root = Path(root)
     names = sorted({n for split in layouts for n in _split_names(layouts, split)})
     params = {"kind": "potsdam", "names": names, "size": size, "seed": seed, "boundary": boundary}
-    if _done(root, params):
+    if claim_folder(root, params, _instead("potsdam")):
         return root
     for split, layout in layouts.items():
         for name in _split_names(layouts, split):
             image, label = landcover_scene(size, seed * 1_000_003 + names.index(name))
             save_image(layout.image_path(root, name), image)
             save_image(layout.label_path(root, name), potsdam_colors(label, boundary))
-    write_json(root / MARKER, params)
+    mark_complete(root, params)
     return root
 
 
@@ -102,7 +100,7 @@ def write_isaid_like(root: str | Path, layouts: Mapping[str, SubsetLayout], coun
     root = Path(root)
     params = {"kind": "isaid", "counts": dict(counts), "size": size if isinstance(size, int) else list(size),
               "seed": seed, "num_objects": list(num_objects)}
-    if _done(root, params):
+    if claim_folder(root, params, _instead("isaid")):
         return root
     index = 0
     for split, count in counts.items():
@@ -111,10 +109,11 @@ def write_isaid_like(root: str | Path, layouts: Mapping[str, SubsetLayout], coun
         for _ in range(count):
             name = f"P{index:04d}"
             if isinstance(listing, str) and not fnmatchcase(name, listing):
-                raise ValueError(f"generated iSAID-like scene {name} does not match data.splits.{split}.names={listing!r}")
+                raise ConfigError(f"generated iSAID-like scene {name} does not match "
+                                  f"data.splits.{split}.names={listing!r}")
             scene = generate_scene("sota", size, num_objects, seed=seed * 1_000_003 + index, classes=ISAID, name=name)
             save_image(layout.image_path(root, name), scene.image)
             save_image(layout.label_path(root, name), isaid_masks(scene)[1])
             index += 1
-    write_json(root / MARKER, params)
+    mark_complete(root, params)
     return root
