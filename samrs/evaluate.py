@@ -20,10 +20,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from samrs.callbacks import SavePredictions
 from samrs.errors import BadFileError, ConfigError
 from samrs.inference import SlidingWindow
-from samrs.metrics import write_scores
+from samrs.metrics import percent, write_scores
 from samrs.utils.hydra import samrs_main
 from samrs.utils.logging import get_logger
-from samrs.utils.runs import apply_extras, read_lightning_checkpoint, resolve_ckpt_path
+from samrs.utils.runs import apply_extras, discard_run_dir_on_failure, read_lightning_checkpoint, resolve_ckpt_path
 
 log = get_logger(__name__)
 
@@ -76,14 +76,21 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     scores = model.last_val_scores
     write_scores(out_dir, scores, datamodule.class_names, checkpoint=ckpt_path, split=cfg.split,
                  inference=OmegaConf.to_container(cfg.evaluate), metric_exclude=datamodule.metric_exclude)
-    log.info("metrics written to %s", out_dir / "metrics.md")
+    log.info("results (%s split):\n  %s\nmetrics written to %s", cfg.split, headline(scores), out_dir / "metrics.md")
     return scores
+
+
+def headline(scores: dict[str, dict[str, Any]]) -> str:
+    """One line per subset: its mIoU, mF1 and OA in percent."""
+    return "\n  ".join(f"{subset}: " + ", ".join(f"{key} {percent(s[key])}" for key in ("mIoU", "mF1", "OA") if key in s)
+                       for subset, s in scores.items())
 
 
 @samrs_main("evaluate")
 def main(cfg: DictConfig) -> None:
-    apply_extras(cfg)
-    evaluate(cfg)
+    with discard_run_dir_on_failure(cfg.paths.output_dir):  # a failed evaluation leaves no empty run folder
+        apply_extras(cfg)
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ class LabelDataset:
         try:
             image = read_rgb(record.image_path)
         except Exception as err:  # any decoder failure (truncated file, bomb guard, bad header)
-            report(Problem(path, None, "unreadable_image", f"cannot decode the image: {_without_path(err, path)}"))
+            report(Problem(path, None, "unreadable_image", _decoder_message(err, path)))
             return None
         if image.shape[:2] != (record.height, record.width):
             report(Problem(path, None, "size_mismatch", f"decoded size {image.shape[1]}x{image.shape[0]} differs "
@@ -160,9 +160,11 @@ class LabelDataset:
         return image
 
 
-def _without_path(err: Exception, path: str) -> str:
-    """The decoder's message without the file name the problem already starts with."""
-    return str(err).removeprefix(f"{path}: ")
+def _decoder_message(err: Exception, path: str) -> str:
+    """What the decoder said, without the file name the problem already starts with (read_rgb's
+    errors name the file and say "cannot decode the image" themselves)."""
+    text = str(err)
+    return text[len(path) + 2:] if text.startswith(f"{path}: ") else f"cannot decode the image ({text})"
 
 
 def label_batch(labeler: Labeler, batch: LabelBatch) -> list[list[InstanceMask]]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -138,6 +140,19 @@ def check_resume_checkpoint(model: torch.nn.Module, ckpt_path: str | Path) -> No
             f"and overrides that wrote it (see .hydra/overrides.yaml in its run directory), or leave ckpt_path unset "
             f"to start fresh (to start from its weights with new heads, use model.net.pretrained=...)."
         )
+
+
+@contextmanager
+def discard_run_dir_on_failure(output_dir: str | Path) -> Iterator[None]:
+    """Remove the run directory Hydra made for a job that failed before writing anything: it holds
+    only Hydra's own files (.hydra/, the log) and would look like a result."""
+    try:
+        yield
+    except BaseException:
+        run_dir = Path(output_dir)
+        if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def read_lightning_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:

@@ -74,7 +74,9 @@ def test_every_kind_of_bad_input_is_reported_and_skipped(tmp_path, capsys):
     assert report["counts"]["problems"] == len(EXPECTED)
     assert report["counts"]["by_kind"]["out_of_image_box"] == {"clipped": 1, "dropped": 2}
     for p in report["problems"]:
-        assert p["message"]
+        assert p["message"] and p["path"] not in p["message"]  # the path starts the line already
+    (unreadable,) = [p["message"] for p in report["problems"] if p["kind"] == "unreadable_image"]
+    assert unreadable.startswith("cannot decode the image (") and unreadable.count("cannot decode") == 1
     # the good and the clipped box are labeled; the image without objects is kept, all 255
     assert [Path(i["file_name"]).stem for i in instances(out)["images"]] == ["P0000", "P0004"]
     label = read_label(out / "labels" / "P0000.png")
