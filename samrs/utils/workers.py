@@ -4,9 +4,10 @@ A killed parent runs no cleanup, and its workers can block forever: a DataLoader
 result queue is full waits on a pipe nobody reads, a Pool worker waits for the next task. Every
 DataLoader and process pool of samrs starts its workers through `WorkerInit`, which
 
-- on Linux asks the kernel to SIGKILL the worker when its parent dies (prctl PR_SET_PDEATHSIG),
-- elsewhere (or if prctl fails) polls the parent from a daemon thread,
-- and ends the worker at once if the parent is already gone (it died before the request was made),
+- on Linux asks the kernel to SIGKILL the worker when its parent dies (prctl PR_SET_PDEATHSIG; with
+  a forkserver the parent is the server, which ends with the process that started it),
+- elsewhere (or if prctl fails) polls the process that built it from a daemon thread,
+- and ends the worker at once if that process is already gone (it died before the request),
 
 then runs what the worker should run anyway: Lightning's worker seeding when
 `seed_everything(workers=True)` asked for it (Lightning adds its own worker_init_fn only to loaders
@@ -27,8 +28,27 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 POLL_SECONDS = 1.0
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs; a zombie (ended, not yet reaped) does not."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): signal 0 only asks whether the pid exists
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+
 def _exit_if_orphaned(parent: int) -> None:
-    if os.getppid() != parent:
+    """End this worker when `parent` is gone. Its parent process may be another one than the process
+    that built the loader (a forkserver starts the workers of Python 3.14's default context)."""
+    if os.getppid() != parent and not process_alive(parent):
         os._exit(1)
 
 
