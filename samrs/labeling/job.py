@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sys
 from collections import deque
 from contextlib import contextmanager
@@ -270,6 +271,8 @@ def prepare_output(output_dir: Path, rank_zero: bool = True) -> None:
     except OSError as err:
         raise UsageError(f"output_dir={output_dir}: cannot create it ({err.strerror or err}); "
                          "choose a folder you can write") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"output_dir={output_dir}: no permission to write there; choose a folder you can write")
     removed = remove_partial_files(output_dir) if rank_zero else 0
     if removed:
         print(f"removed {removed} partial files of an interrupted run in {output_dir}", file=sys.stderr)
