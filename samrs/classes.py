@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from samrs.errors import ConfigError
+
 IGNORE_INDEX = 255
 
 SOTA = (
@@ -153,10 +155,16 @@ SUBSETS: dict[str, SubsetClasses] = {
 }
 
 
+class UnknownSubsetError(ConfigError, KeyError):
+    """A class list asked for by a name samrs does not know."""
+
+    __str__ = Exception.__str__  # the message, not KeyError's quoted repr of it
+
+
 def subset_classes(name: str) -> SubsetClasses:
     """The class list of a subset by name (sota, sior, fast, hrsc2016, isaid, isaid_with_background,
     potsdam, potsdam_with_clutter, vaihingen, vaihingen_with_clutter, loveda)."""
     try:
         return SUBSETS[name.lower()]
     except KeyError:
-        raise KeyError(f"unknown subset {name!r}; known: {', '.join(SUBSETS)}") from None
+        raise UnknownSubsetError(f"unknown subset {name!r}; known: {', '.join(SUBSETS)}") from None

@@ -20,20 +20,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from samrs.callbacks import SavePredictions
+from samrs.errors import BadFileError, ConfigError
 from samrs.inference import SlidingWindow, check_protocol, protocol_label
-from samrs.metrics import check_absent_classes, write_scores
+from samrs.metrics import check_absent_classes, percent, write_scores
 from samrs.utils.hydra import samrs_main
 from samrs.utils.logging import get_logger
-from samrs.utils.runs import apply_extras, resolve_ckpt_path
+from samrs.utils.runs import apply_extras, discard_run_dir_on_failure, read_lightning_checkpoint, resolve_ckpt_path
 
 log = get_logger(__name__)
 
 
 def read_checkpoint(ckpt_path: str) -> tuple[DictConfig, dict[str, torch.Tensor]]:
     """The training config stored in a samrs checkpoint, and its state_dict (one read of the file)."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
-    if "samrs_config" not in checkpoint:
-        raise ValueError(f"{ckpt_path}: no samrs training config inside; was it written by samrs.train?")
+    checkpoint = read_lightning_checkpoint(ckpt_path)
+    if not isinstance(checkpoint, dict) or "samrs_config" not in checkpoint:
+        raise BadFileError(f"{ckpt_path}: no samrs training config inside; was it written by samrs.train?")
     return OmegaConf.create(checkpoint["samrs_config"]), checkpoint["state_dict"]
 
 
@@ -52,7 +53,7 @@ def inference_settings(settings: DictConfig, train_cfg: DictConfig, data_cfg: Di
         spec["window"] = (tile or OmegaConf.select(train_cfg, "model.inference.window")
                           or OmegaConf.select(train_cfg, "data.val_transform.crop_size"))
     if spec["window"] is None:
-        raise ValueError("the checkpoint's config names no inference window nor validation crop: set evaluate.window")
+        raise ConfigError("the checkpoint's config names no inference window nor validation crop: set evaluate.window")
     return spec
 
 
@@ -68,7 +69,7 @@ def untrained_model_config(model_cfg: DictConfig) -> DictConfig:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir, resuming=False)
     train_cfg, state_dict = read_checkpoint(ckpt_path)
     data_cfg = (cfg.data if cfg.get("data") is not None else train_cfg.data).copy()
     val_mode = check_protocol(cfg.evaluate.protocol)["val_mode"]
@@ -91,14 +92,22 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     protocol = protocol_label(val_mode, inference, absent)
     write_scores(out_dir, scores, datamodule.class_names, checkpoint=ckpt_path, split=cfg.split, protocol=protocol,
                  inference=inference, absent_classes=absent, metric_exclude=datamodule.metric_exclude)
-    log.info("metrics (protocol: %s) written to %s", protocol, out_dir / "metrics.md")
+    log.info("results (%s split, protocol: %s):\n  %s\nmetrics written to %s", cfg.split, protocol, headline(scores),
+             out_dir / "metrics.md")
     return scores
+
+
+def headline(scores: dict[str, dict[str, Any]]) -> str:
+    """One line per subset: its mIoU, mF1 and OA in percent."""
+    return "\n  ".join(f"{subset}: " + ", ".join(f"{key} {percent(s[key])}" for key in ("mIoU", "mF1", "OA") if key in s)
+                       for subset, s in scores.items())
 
 
 @samrs_main("evaluate")
 def main(cfg: DictConfig) -> None:
-    apply_extras(cfg)
-    evaluate(cfg)
+    with discard_run_dir_on_failure(cfg.paths.output_dir):  # a failed evaluation leaves no empty run folder
+        apply_extras(cfg)
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

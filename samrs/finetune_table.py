@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from samrs.errors import BadFileError, MissingPathError
 from samrs.inference import protocol_label
 from samrs.metrics import SCORES_JSON
 from samrs.utils.hydra import samrs_main
@@ -80,17 +81,17 @@ def read_run(metrics_file: Path) -> Run | None:
     try:
         report = json.loads(metrics_file.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{metrics_file}: not valid JSON ({err})") from None
+        raise BadFileError(f"{metrics_file}: not valid JSON ({err})") from None
     run_dir, evaluation = training_run(metrics_file, report)
     config = run_dir / ".hydra" / "config.yaml"
     if not config.is_file():
-        raise FileNotFoundError(f"{metrics_file}: no training config at {config}")
+        raise MissingPathError(f"{metrics_file}: no training config at {config}")
     cfg = OmegaConf.load(config)
     dataset, model, start = (OmegaConf.select(cfg, k) for k in ("data.name", "model_key", "start.key"))
     if dataset is None or model is None or start is None:
         return None
     if dataset not in report["scores"]:
-        raise ValueError(f"{metrics_file}: no scores of {dataset} (it has {', '.join(report['scores'])})")
+        raise BadFileError(f"{metrics_file}: no scores of {dataset} (it has {', '.join(report['scores'])})")
     label = OmegaConf.select(cfg, "model_label") or {}
     labels = (str(label.get("decoder", model)), str(label.get("backbone", "")), str(OmegaConf.select(cfg, "start.label")))
     return Run(dataset, float(OmegaConf.select(cfg, "data.fraction", default=1.0)), str(model), str(start), labels,
@@ -102,11 +103,11 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
     runs = []
     for path in map(Path, paths):
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file or directory")
+            raise MissingPathError(f"{path}: no such file or directory")
         files = [path] if path.is_file() else sorted(path.rglob(SCORES_JSON))
         runs += [run for run in map(read_run, files) if run is not None]
     if not runs:
-        raise FileNotFoundError(f"no fine-tuning {SCORES_JSON} under {', '.join(map(str, paths))}")
+        raise MissingPathError(f"no fine-tuning {SCORES_JSON} under {', '.join(map(str, paths))}")
     # one result per training run: its newest evaluation, else its own final validation
     chosen: dict[Path, Run] = {}
     for run in sorted(runs, key=lambda r: (r.evaluation, r.path.stat().st_mtime_ns)):

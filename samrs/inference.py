@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from samrs.data.blocks import Window
 from samrs.data.tiles import tile_windows
+from samrs.errors import ConfigError
 
 AVERAGES = ("logits", "probs")
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -55,11 +56,11 @@ class SlidingWindow:
 
     def __post_init__(self) -> None:
         if self.window < 1 or not 0 < self.step <= self.window:
-            raise ValueError(f"sliding window {self.window} with stride {self.stride}: need 0 < stride <= window")
+            raise ConfigError(f"sliding window {self.window} with stride {self.stride}: need 0 < stride <= window")
         if self.average not in AVERAGES:
-            raise ValueError(f"average={self.average!r}; choose one of {', '.join(AVERAGES)}")
+            raise ConfigError(f"average={self.average!r}; choose one of {', '.join(AVERAGES)}")
         if not self.scales or min(self.scales) <= 0:
-            raise ValueError(f"scales={list(self.scales)}: give one or more positive factors")
+            raise ConfigError(f"scales={list(self.scales)}: give one or more positive factors")
 
     @property
     def step(self) -> int:
@@ -126,7 +127,7 @@ class SlidingWindow:
 def check_protocol(protocol: str, key: str = "evaluate.protocol") -> dict[str, Any]:
     """The settings of a protocol name, or an error naming the config key."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"{key}={protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        raise ConfigError(f"{key}={protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     return PROTOCOLS[protocol]
 
 

@@ -4,23 +4,24 @@ source.root=DIR labeler=NAME output_dir=DIR [overrides]. See docs/labeling.md.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from samrs.labeling.job import UsageError, run_labeling
+from samrs.errors import UserError
+from samrs.labeling.base import Labeler
+from samrs.labeling.job import UsageError, needs_device, run_labeling
 from samrs.labeling.quality.evaluate import evaluate_subset, quality_summary
 from samrs.labeling.quality.truth import has_truth
-from samrs.sources.base import BadInputError
+from samrs.sources.base import BorderRules
 from samrs.sources.tiling import Tiling
 from samrs.utils.hydra import samrs_main
 from samrs.utils.runs import apply_extras
 
 
-class NothingToScoreError(RuntimeError):
+class NothingToScoreError(UserError):
     """quality.enabled=true, but the run labeled no image: there are no labels to score."""
 
 
@@ -45,6 +46,8 @@ def label(cfg: DictConfig) -> dict[str, Any] | None:
                          "on the DOTA images)")
     labeler = hydra.utils.instantiate(cfg.labeler)
     tiling = hydra.utils.instantiate(cfg.tiling) if cfg.get("tiling") else Tiling()
+    # the tiling's min_visible holds at the image border too
+    source.border_rules = BorderRules(tiling.min_visible, cfg.implausible_box_scale)
     meta = run_labeling(
         source,
         labeler,
@@ -58,7 +61,7 @@ def label(cfg: DictConfig) -> dict[str, Any] | None:
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
         progress=cfg.progress,
-        make_trainer=hydra.utils.instantiate(cfg.trainer, _partial_=True),
+        make_trainer=trainer_factory(cfg.trainer, labeler),
     )
     if meta is not None and quality.get("enabled"):  # rank zero, once every rank has written
         if not meta["counts"]["images"]:
@@ -66,6 +69,25 @@ def label(cfg: DictConfig) -> dict[str, Any] | None:
         report = evaluate_subset(output_dir, source, instances_csv=quality.instances_csv, progress=cfg.progress)
         print(quality_summary(report, output_dir))
     return meta
+
+
+def processes(trainer_cfg: DictConfig) -> int:
+    """How many processes the trainer config asks for; `devices: auto` counts as one (a model-free
+    labeler has no device to fill)."""
+    devices = trainer_cfg.get("devices", 1)
+    if isinstance(devices, str):
+        devices = 1 if devices == "auto" else len(devices.split(",")) if "," in devices else int(devices)
+    elif not isinstance(devices, int):
+        devices = len(devices)
+    return (devices if devices > 0 else 2) * int(trainer_cfg.get("num_nodes") or 1)  # -1: all, more than one
+
+
+def trainer_factory(trainer_cfg: DictConfig, labeler: Labeler) -> Callable[..., Any] | None:
+    """The Lightning Trainer's partial for SAM or a run on several processes; None runs a model-free
+    labeler in this process, without importing torch or Lightning."""
+    if not needs_device(labeler) and processes(trainer_cfg) == 1:
+        return None
+    return hydra.utils.instantiate(trainer_cfg, _partial_=True)
 
 
 def nothing_to_score(cfg: DictConfig, output_dir: Path) -> str:
@@ -77,20 +99,9 @@ def nothing_to_score(cfg: DictConfig, output_dir: Path) -> str:
 
 
 def run_job(cfg: DictConfig) -> None:
-    """The label job with its exit statuses: 1 for bad input in strict mode or, scoring labels, no image
-    labeled; 2 for a usage error."""
+    """The label job (samrs_main turns its user errors into `error: ...` and exit status 2)."""
     apply_extras(cfg)
-    try:
-        label(cfg)
-    except BadInputError as err:
-        print(f"strict=true: stopped at the first bad input:\n{err}", file=sys.stderr)
-        sys.exit(1)
-    except NothingToScoreError as err:
-        print(err, file=sys.stderr)
-        sys.exit(1)
-    except UsageError as err:
-        print(err, file=sys.stderr)
-        sys.exit(2)
+    label(cfg)
 
 
 @samrs_main("label")

@@ -28,7 +28,7 @@ ABSENT_CLASSES = ("skip", "zero")
 def check_absent_classes(value: str, key: str = "model.absent_classes") -> str:
     """`value` when it is a known way to count absent classes, else an error naming the config key."""
     if value not in ABSENT_CLASSES:
-        raise ValueError(f"{key}={value!r}; choose one of {', '.join(ABSENT_CLASSES)}")
+        raise ConfigError(f"{key}={value!r}; choose one of {', '.join(ABSENT_CLASSES)}")
     return value
 
 
@@ -106,14 +106,14 @@ def scores_table(scores: Mapping[str, Mapping[str, Any]], class_names: Mapping[s
     for subset, s in scores.items():
         names = list(class_names.get(subset) or range(len(s["IoU"])))
         out += [f"## {subset}", "", "| class | IoU | F1 | Acc |", "|---|---:|---:|---:|"]
-        out += [f"| {name} | " + " | ".join(_percent(s[k][i]) for k in ("IoU", "F1", "Acc")) + " |"
+        out += [f"| {name} | " + " | ".join(percent(s[k][i]) for k in ("IoU", "F1", "Acc")) + " |"
                 for i, name in enumerate(names)]
         out += ["", "| mIoU | mF1 | mAcc | OA |", "|---:|---:|---:|---:|",
-                "| " + " | ".join(_percent(s[k]) for k in ("mIoU", "mF1", "mAcc", "OA")) + " |", ""]
+                "| " + " | ".join(percent(s[k]) for k in ("mIoU", "mF1", "mAcc", "OA")) + " |", ""]
     return "\n".join(out)
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
     """'-' for a class absent from label and prediction (NaN), else a percentage."""
     return "-" if value is None or value != value else f"{100 * value:.2f}"
 

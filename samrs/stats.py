@@ -20,6 +20,7 @@ from samrs.analysis.counts import StatsSettings, compute_subset_stats
 from samrs.analysis.examples import examples_figure, pick_examples
 from samrs.analysis.report import build_report, render_markdown
 from samrs.analysis.subset import SubsetFiles, open_subset
+from samrs.errors import ConfigError
 from samrs.utils.hydra import samrs_main
 from samrs.utils.io import write_json, write_text
 from samrs.utils.logging import get_logger
@@ -33,7 +34,7 @@ def open_subsets(cfg: DictConfig) -> list[SubsetFiles]:
     """The configured subsets; a name shared by several gets a numbered suffix, so files do not clash."""
     roots = [cfg.subsets] if isinstance(cfg.subsets, str) else list(cfg.subsets)
     if not roots:
-        raise ValueError("subsets is empty: give one or more subset directories, subsets=[DIR,...]")
+        raise ConfigError("subsets is empty: give one or more subset directories, subsets=[DIR,...]")
     subsets, seen = [], {}
     for root in roots:
         files = open_subset(root, cfg.classes, **cfg.layout)
@@ -63,7 +64,7 @@ def class_pixels_key(choice: str) -> str:
     """The stats field Figure 5 draws for figures.class_pixels (checked before any counting)."""
     keys = {"labels": "pixels", "instances": "instance_pixels"}
     if choice not in keys:
-        raise ValueError(f"figures.class_pixels must be 'labels' or 'instances', got {choice!r}")
+        raise ConfigError(f"figures.class_pixels must be 'labels' or 'instances', got {choice!r}")
     return keys[choice]
 
 

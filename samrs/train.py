@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from samrs.callbacks import ExportPretrained
+from samrs.errors import ConfigError, MissingPathError
 from samrs.inference import protocol_label
 from samrs.metrics import write_scores
 from samrs.models import check_input_sizes
@@ -44,7 +45,7 @@ def fill_heads_from_data(cfg: DictConfig, datamodule: Any) -> None:
         else:
             heads = OmegaConf.to_container(net.heads)
             if heads != datamodule.num_classes:
-                raise ValueError(
+                raise ConfigError(
                     f"model.net.heads={heads} does not match the data's subsets and class counts "
                     f"{datamodule.num_classes}; set model.net.heads=null to take them from the data"
                 )
@@ -60,9 +61,10 @@ def check_start(cfg: DictConfig) -> None:
     path = start.get("checkpoint") if start is not None else None
     if path and not Path(path).is_file():
         pre_start = start.key.removesuffix("sep").rstrip("_")  # imp_sep -> imp, sep -> ""
-        hint = (f"; run the pre-training first (python -m samrs.train experiment=sep_{cfg.get('model_key')}"
+        experiment = f"sep_{cfg.get('model_key')}{cfg.get('sep_run_suffix') or ''}"  # sep_r50_upernet_debug
+        hint = (f"; run the pre-training first (python -m samrs.train experiment={experiment}"
                 f"{f' start={pre_start}' if pre_start else ''})" if start.key.endswith("sep") else "")
-        raise FileNotFoundError(f"start={start.key}: no weight file {path} (set start.checkpoint=FILE{hint})")
+        raise MissingPathError(f"start={start.key}: no weight file {path} (set start.checkpoint=FILE{hint})")
 
 
 # Crop and window sizes the model must take, checked before training (samrs.models.check_input_sizes).

@@ -12,6 +12,8 @@ from typing import Any, Iterator
 
 import ijson
 
+from samrs.errors import BadFileError
+
 
 def iter_annotations(path: str | Path) -> Iterator[dict[str, Any]]:
     """Each entry of the top-level "annotations" array, in file order."""
@@ -42,7 +44,7 @@ def iter_images(path: str | Path) -> Iterator[dict[str, Any]]:
                 else:
                     builder.event(event, value)
         except ijson.JSONError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+            raise BadFileError(f"{path}: not valid JSON ({e})") from None
 
 
 def _items(path: Path, prefix: str) -> Iterator[dict[str, Any]]:
@@ -50,4 +52,4 @@ def _items(path: Path, prefix: str) -> Iterator[dict[str, Any]]:
         try:
             yield from ijson.items(f, prefix, use_float=True)
         except ijson.JSONError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+            raise BadFileError(f"{path}: not valid JSON ({e})") from None

@@ -22,8 +22,10 @@ from rich.progress import track
 
 from samrs.analysis.subset import SubsetFiles
 from samrs.classes import IGNORE_INDEX
+from samrs.errors import ConfigError
 from samrs.sources.base import Problem
 from samrs.utils.io import read_label
+from samrs.utils.workers import WorkerInit
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class StatsSettings:
         """The settings of a composed conf/stats.yaml."""
         edges = tuple(int(v) for v in cfg.objects_per_image_edges)
         if not edges or edges[0] != 0 or any(b <= a for a, b in zip(edges, edges[1:])):
-            raise ValueError(f"objects_per_image_edges must start at 0 and increase, got {list(edges)}")
+            raise ConfigError(f"objects_per_image_edges must start at 0 and increase, got {list(edges)}")
         return cls(
             mask_size_sides=tuple(int(v) for v in cfg.mask_size.bins),
             size_groups={str(k): int(v) for k, v in cfg.mask_size.groups.items()},
@@ -59,7 +61,7 @@ class StatsSettings:
         """Inner edges of the mask-size bins in px (side ** 2): bin i is [edge[i-1], edge[i])."""
         sides = np.asarray(self.mask_size_sides, dtype=np.int64)
         if sides.size == 0 or np.any(np.diff(sides) <= 0) or sides[0] <= 0:
-            raise ValueError(f"mask_size.bins must be increasing positive side lengths, got {list(sides)}")
+            raise ConfigError(f"mask_size.bins must be increasing positive side lengths, got {list(sides)}")
         return sides**2
 
     def mask_size_labels(self) -> list[str]:
@@ -122,7 +124,7 @@ def iter_label_summaries(
     if num_workers <= 0:
         yield from track(map(_summarize, jobs), total=len(jobs), description=description, disable=not progress)
         return
-    with multiprocessing.Pool(num_workers) as pool:
+    with multiprocessing.Pool(num_workers, initializer=WorkerInit()) as pool:
         results = pool.imap(_summarize, jobs, chunksize=8)
         yield from track(results, total=len(jobs), description=description, disable=not progress)
 

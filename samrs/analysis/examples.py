@@ -8,6 +8,7 @@ from typing import Sequence
 from matplotlib.figure import Figure
 
 from samrs.analysis.subset import SubsetFiles
+from samrs.errors import MissingPathError
 from samrs.utils.io import read_label, read_rgb
 from samrs.utils.logging import get_logger
 from samrs.viz import Example, example_grid
@@ -22,7 +23,7 @@ def pick_examples(files: SubsetFiles, names: Sequence[str] | None, count: int, s
     if names:
         missing = sorted(set(names) - set(labeled))
         if missing:
-            raise FileNotFoundError(f"{files.labels_dir}: no label for {', '.join(missing)}")
+            raise MissingPathError(f"{files.labels_dir}: no label for {', '.join(missing)}")
         return list(names)
     available = [n for n in labeled if files.image_path(n) is not None]
     return sorted(random.Random(seed).sample(available, min(count, len(available))))
@@ -32,7 +33,7 @@ def load_example(files: SubsetFiles, name: str) -> Example:
     """The image and label map of `name`."""
     image_path = files.image_path(name)
     if image_path is None:
-        raise FileNotFoundError(f"{files.images_dir}: no image named {name}")
+        raise MissingPathError(f"{files.images_dir}: no image named {name}")
     return Example(name, read_rgb(image_path), read_label(files.labels_dir / f"{name}.png"))
 
 

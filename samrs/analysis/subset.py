@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 from samrs.analysis.coco_stream import iter_annotations, iter_images
 from samrs.classes import SubsetClasses, subset_classes
+from samrs.errors import BadFileError, ConfigError, MissingPathError
 from samrs.labeling.writer import PARTS_DIR
 from samrs.utils.io import IMAGE_SUFFIXES
 
@@ -99,10 +100,10 @@ def open_subset(
     without meta.json, and overrides meta.json's list when given."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: subset directory not found")
+        raise MissingPathError(f"{root}: subset directory not found")
     labels = root / labels_dir
     if not labels.is_dir():
-        raise FileNotFoundError(f"{labels}: no label folder; is {root} a SAMRS-format subset?")
+        raise MissingPathError(f"{labels}: no label folder; is {root} a SAMRS-format subset?")
     meta_path = root / "meta.json"
     meta = _read_json(meta_path) if meta_path.is_file() else {}
     instances = root / instances_file
@@ -123,7 +124,7 @@ def _classes(meta: dict[str, Any], name: str | None, meta_path: Path) -> SubsetC
     if name:
         return subset_classes(name)
     if "classes" not in meta:
-        raise ValueError(
+        raise ConfigError(
             f"{meta_path}: missing, or without a class list; name the subset's classes with "
             f"classes=NAME (sota, sior, fast, hrsc2016, isaid, potsdam)"
         )
@@ -135,4 +136,4 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read JSON ({e})") from None
+        raise BadFileError(f"{path}: cannot read JSON ({e})") from None

@@ -8,6 +8,7 @@ import lightning as L
 from lightning.pytorch import Callback
 
 from samrs import __version__
+from samrs.errors import ConfigError
 from samrs.models.weights import export_pretrained, read_state_dict
 from samrs.utils.logging import get_logger
 
@@ -20,7 +21,7 @@ class ExportPretrained(Callback):
 
     def __init__(self, path: str, source: str = "best") -> None:
         if source not in ("best", "last"):
-            raise ValueError(f"ExportPretrained: source must be 'best' or 'last', got {source!r}")
+            raise ConfigError(f"ExportPretrained: source must be 'best' or 'last', got {source!r}")
         self.path, self.source = Path(path), source
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

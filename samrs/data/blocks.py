@@ -26,6 +26,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from samrs.errors import ConfigError
 from samrs.utils.io import atomic_path
 
 MAGIC = b"SAMRSBK1"
@@ -58,9 +59,9 @@ class BlockCodec:
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
-            raise ValueError(f"unknown block codec {self.codec!r}; choose one of {', '.join(CODECS)}")
+            raise ConfigError(f"unknown block codec {self.codec!r}; choose one of {', '.join(CODECS)}")
         if self.block < 8:
-            raise ValueError(f"block side {self.block} is too small (use 64 to 256)")
+            raise ConfigError(f"block side {self.block} is too small (use 64 to 256)")
 
     def encode(self, block: np.ndarray, plane: str) -> bytes:
         pixels = block.reshape(block.shape[0] * block.shape[1], -1)

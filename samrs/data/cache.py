@@ -28,6 +28,7 @@ from samrs.data.readers import BlockReader, LabelReader, load_pair
 from samrs.sources.base import BadInputError, Problem
 from samrs.utils.io import read_label, write_json
 from samrs.utils.logging import get_logger
+from samrs.utils.workers import WorkerInit
 
 log = get_logger(__name__)
 
@@ -102,7 +103,7 @@ class SubsetCache:
             log.info("caching %d of %d images of %s into %s", len(todo), len(names), self.root, self.directory)
             job = self.cache_one
             if workers > 1:
-                with get_context().Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+                with get_context().Pool(workers, initializer=WorkerInit(cv2.setNumThreads, 1)) as pool:
                     results = list(track(pool.imap_unordered(job, todo, chunksize=4), total=len(todo),
                                          description=f"caching {self.root.name}", disable=not progress))
             else:

@@ -34,8 +34,10 @@ from samrs.data.dataset import MultiSubsetDataset, SegmentationDataset
 from samrs.data.layout import SubsetLayout, missing_files
 from samrs.data.readers import FileReader
 from samrs.data.transforms import train_transform, val_transform, whole_transform
+from samrs.errors import BadFileError, ConfigError
 from samrs.sources.base import Problem
 from samrs.utils.logging import get_logger
+from samrs.utils.workers import WorkerInit
 
 log = get_logger(__name__)
 
@@ -52,8 +54,8 @@ def _layout(subset: str, spec: dict[str, Any]) -> SubsetLayout:
     keys = {f.name for f in fields(SubsetLayout)}
     unknown = set(spec) - keys - {"root", "classes"}
     if unknown:
-        raise ValueError(f"data.subsets.{subset}: unknown keys {', '.join(sorted(unknown))} (a subset takes "
-                         f"root, classes and the layout keys {', '.join(sorted(keys))})")
+        raise ConfigError(f"data.subsets.{subset}: unknown keys {', '.join(sorted(unknown))} (a subset takes "
+                          f"root, classes and the layout keys {', '.join(sorted(keys))})")
     return SubsetLayout(**{k: v for k, v in spec.items() if k in keys})
 
 
@@ -97,11 +99,11 @@ class SAMRSDataModule(L.LightningDataModule):
         # A subset set to null is left out (data.subsets.sior=null trains without SIOR).
         self.subsets = {k: dict(v) for k, v in _plain(subsets).items() if v is not None}
         if not self.subsets:
-            raise ValueError("data.subsets is empty: name at least one subset")
+            raise ConfigError("data.subsets is empty: name at least one subset")
         if on_error not in ON_ERROR:
-            raise ValueError(f"data.on_error={on_error!r}; choose one of {', '.join(ON_ERROR)}")
+            raise ConfigError(f"data.on_error={on_error!r}; choose one of {', '.join(ON_ERROR)}")
         if val_mode not in VAL_MODES:
-            raise ValueError(f"data.val_mode={val_mode!r}; choose one of {', '.join(VAL_MODES)}")
+            raise ConfigError(f"data.val_mode={val_mode!r}; choose one of {', '.join(VAL_MODES)}")
         self.val_mode, self.val_split = val_mode, val_split
         shared = dict(_plain(layout) or {})
         self.layouts = {k: _layout(k, {**shared, **spec}) for k, spec in self.subsets.items()}
@@ -163,7 +165,9 @@ class SAMRSDataModule(L.LightningDataModule):
             from samrs.scenes.subset import write_generated_subset
 
             for name, spec in self.subsets.items():
-                write_generated_subset(spec["root"], spec.get("classes", name), **self.generate)
+                write_generated_subset(spec["root"], spec.get("classes", name), **self.generate, instead=(
+                    f"To train on the subset there, pass data.generate=null (or data={name} for your {name} data); "
+                    f"to generate, point data.subsets.{name}.root at an empty folder."))
         for subset in self.subsets:
             cache = self.cache_of(subset)
             if cache is not None:
@@ -180,7 +184,7 @@ class SAMRSDataModule(L.LightningDataModule):
         listed = json.loads(meta_path.read_text()).get("classes")
         expected = list(self.classes_of(subset).names)
         if listed is not None and listed != expected:
-            raise ValueError(
+            raise ConfigError(
                 f"{meta_path}: lists {len(listed)} classes ({', '.join(listed[:3])}, ...) but data.subsets."
                 f"{subset}.classes={self.subsets[subset].get('classes', subset)} has {len(expected)} "
                 f"({', '.join(expected[:3])}, ...): point the subset at the right root or set its classes")
@@ -213,17 +217,19 @@ class SAMRSDataModule(L.LightningDataModule):
     def _handle(self, subset: str, split: str, problems: list[Problem], total: int) -> None:
         if not problems:
             return
+        if self.on_error == "raise":
+            first = "; ".join(f"{p.path}: {p.message}" for p in problems[:3])
+            more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+            raise BadFileError(f"{subset}/{split}: {len(problems)} of {total} images are unusable ({first}{more}); "
+                               "fix or remove them, or set data.on_error=skip to train without them")
         listed = "\n  ".join(f"{p.path}: {p.message}" for p in problems[:20])
         listed += "\n  ..." if len(problems) > 20 else ""
-        if self.on_error == "raise":
-            raise ValueError(f"{subset}/{split}: {len(problems)} of {total} images are unusable "
-                             f"(set data.on_error=skip to train without them):\n  {listed}")
         log.warning("%s/%s: skipping %d of %d images:\n  %s", subset, split, len(problems), total, listed)
 
     def _dataset(self, subset: str, split: str, transform) -> SegmentationDataset:
         names, reader = self._names(subset, split)
         if not names:
-            raise ValueError(f"{subset}/{split}: no usable images left")
+            raise BadFileError(f"{subset}/{split}: no usable images left")
         return SegmentationDataset(names, reader, transform)
 
     def setup(self, stage: str | None = None) -> None:
@@ -262,6 +268,7 @@ class SAMRSDataModule(L.LightningDataModule):
         return DataLoader(
             data, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_by_subset,
             num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            worker_init_fn=WorkerInit(),
         )
 
     def _log_epoch(self, sizes: list[int], steps: int, world: int) -> None:
@@ -281,6 +288,6 @@ class SAMRSDataModule(L.LightningDataModule):
         batch_size = self.val_batch_size if self.val_mode == "crop" else 1
         return [
             DataLoader(ds, batch_size=batch_size, sampler=ShardSampler(len(ds), world, rank),
-                       num_workers=self.val_num_workers, pin_memory=self.pin_memory)
+                       num_workers=self.val_num_workers, pin_memory=self.pin_memory, worker_init_fn=WorkerInit())
             for ds in self.val_sets.values()
         ]

@@ -25,6 +25,7 @@ from samrs.data.datamodule import SAMRSDataModule, _plain
 from samrs.data.labels import LabelCoding
 from samrs.data.layout import SubsetLayout
 from samrs.data.tiles import Tile, TileReader, check_fraction, scene_tiles, select_fraction
+from samrs.errors import ConfigError, MissingPathError
 from samrs.utils.io import write_json, write_text
 from samrs.utils.logging import get_logger
 
@@ -63,13 +64,14 @@ class FinetuneDataModule(SAMRSDataModule):
         kwargs.setdefault("val_mode", "whole")
         super().__init__(subsets={name: {"root": root, "classes": classes}}, **kwargs)
         if self.cache_dir is None:
-            raise ValueError("fine-tuning tiles are windows into the block cache of the scenes: set data.cache.enabled=true")
+            raise ConfigError("fine-tuning tiles are windows into the block cache of the scenes: "
+                              "set data.cache.enabled=true")
         self.name, self.root = name, Path(root)
         shared = dict(_plain(layout) or {})
         self.split_layouts = {split: _split_layout(split, shared, dict(spec)) for split, spec in _plain(splits).items()}
         for split in ("train", self.val_split):
             if split not in self.split_layouts:
-                raise ValueError(f"data.splits needs a {split!r} entry (its scene names and folders)")
+                raise ConfigError(f"data.splits needs a {split!r} entry (its scene names and folders)")
         coding = LabelCoding(**_plain(labels))
         self.decoder = coding.decoder(self.classes_of(name))
         tiling = dict(_plain(tiling))
@@ -100,9 +102,9 @@ class FinetuneDataModule(SAMRSDataModule):
         if self.generator is not None:
             self.generator(self.root, self.split_layouts)
         if not self.root.is_dir():  # else every scene of the fixed split lists is reported missing, one by one
-            raise FileNotFoundError(f"{self.name}: no data at {self.root}; point data.root (or paths.data_dir) at "
-                                    f"your copy of the dataset (docs/finetune.md), or use data={self.name}_debug "
-                                    f"for generated scenes")
+            raise MissingPathError(f"{self.name}: no data at {self.root}; point data.root (or paths.data_dir) at "
+                                   f"your copy of the dataset (docs/finetune.md), or use data={self.name}_debug "
+                                   f"for generated scenes")
         by_cache: dict[Path, tuple[SubsetCache, list[str]]] = {}
         for split in self.split_layouts:
             cache = self.split_cache(split)
@@ -160,12 +162,12 @@ def validation_tiles(sizes: Mapping[str, Sequence[int]], size: int, stride: int)
 def _split_layout(split: str, shared: dict[str, Any], spec: dict[str, Any]) -> SubsetLayout:
     """A split's layout: the shared keys overridden by the split's own, its names as its listing."""
     if "names" not in spec:
-        raise ValueError(f"data.splits.{split} needs `names`: a split file, a list of scene names or a glob pattern")
+        raise ConfigError(f"data.splits.{split} needs `names`: a split file, a list of scene names or a glob pattern")
     names = spec.pop("names")
     unknown = set(spec) - LAYOUT_KEYS
     if unknown:
-        raise ValueError(f"data.splits.{split}: unknown keys {', '.join(sorted(unknown))} (a split takes names and "
-                         f"the layout keys {', '.join(sorted(LAYOUT_KEYS))})")
+        raise ConfigError(f"data.splits.{split}: unknown keys {', '.join(sorted(unknown))} (a split takes names and "
+                          f"the layout keys {', '.join(sorted(LAYOUT_KEYS))})")
     return SubsetLayout(**{**shared, **spec}, split_files={split: names})
 
 
@@ -175,6 +177,6 @@ def _exclude_ids(classes: Sequence[str], exclude: Sequence[str], coding: LabelCo
     coded = set(coding.colors) | {v for v in coding.values or () if v is not None}
     unknown = [c for c in exclude if c not in classes and c not in coded]
     if unknown:
-        raise ValueError(f"data.exclude_from_means: {', '.join(unknown)} is neither a class ({', '.join(classes)}) "
-                         f"nor a name of the label coding")
+        raise ConfigError(f"data.exclude_from_means: {', '.join(unknown)} is neither a class ({', '.join(classes)}) "
+                          f"nor a name of the label coding")
     return [list(classes).index(c) for c in exclude if c in classes]

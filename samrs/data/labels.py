@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from samrs.classes import IGNORE_INDEX, SubsetClasses
+from samrs.errors import ConfigError
 from samrs.sources.isaid import code_color, color_code, rgb_codes
 from samrs.utils.io import read_label, read_rgb
 
@@ -43,11 +44,11 @@ class LabelCoding:
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
-            raise ValueError(f"labels.format={self.format!r}; choose one of {', '.join(FORMATS)}")
+            raise ConfigError(f"labels.format={self.format!r}; choose one of {', '.join(FORMATS)}")
         if self.unknown not in UNKNOWN:
-            raise ValueError(f"labels.unknown={self.unknown!r}; choose one of {', '.join(UNKNOWN)}")
+            raise ConfigError(f"labels.unknown={self.unknown!r}; choose one of {', '.join(UNKNOWN)}")
         if self.format == "color" and not self.colors:
-            raise ValueError("labels.format=color needs labels.colors (class name -> [r, g, b])")
+            raise ConfigError("labels.format=color needs labels.colors (class name -> [r, g, b])")
 
     def describe(self) -> dict[str, Any]:
         """Plain settings, for cache stamps: a changed coding re-decodes the labels."""
@@ -63,8 +64,8 @@ class LabelCoding:
             missing = [n for n in classes.names if n not in coded]
             if missing:
                 where = "labels.colors" if self.format == "color" else "labels.values"
-                raise ValueError(f"{where} codes no {', '.join(missing)} of class list {classes.name} "
-                                 f"({', '.join(classes.names)}); check the spelling")
+                raise ConfigError(f"{where} codes no {', '.join(missing)} of class list {classes.name} "
+                                  f"({', '.join(classes.names)}); check the spelling")
         key = {"coding": self.describe(), "classes": list(classes.names)}
         if self.format == "color":
             table = {color_code(color): classes.id_of(name) for name, color in self.colors.items()}

@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from samrs.classes import IGNORE_INDEX
+from samrs.errors import BadFileError, ConfigError, MissingPathError
 from samrs.labeling.writer import make_splits
 from samrs.sources.base import Problem
 
@@ -56,16 +57,16 @@ class SubsetLayout:
         """The image names of `split`, in listed order (sorted for patterns); a clear error for a
         missing or bad listing."""
         if split not in self.split_files:
-            raise KeyError(f"{root}: no split file configured for split {split!r} (split_files has "
-                           f"{', '.join(self.split_files)})")
+            raise ConfigError(f"{root}: no split file configured for split {split!r} (split_files has "
+                              f"{', '.join(self.split_files)})")
         listing = self.split_files[split]
         if listing is None:
             return self._hashed_split(root, split)
         if not isinstance(listing, str):
             numbers = [n for n in listing if not isinstance(n, str)]
             if numbers:
-                raise ValueError(f"split {split}: names must be strings, got {numbers[0]!r}; quote them in YAML "
-                                 f"(unquoted, 2_10 reads as the number 210)")
+                raise ConfigError(f"split {split}: names must be strings, got {numbers[0]!r}; quote them in YAML "
+                                  f"(unquoted, 2_10 reads as the number 210)")
             # names, or patterns (LoveDA's [Train/Urban/*, Train/Rural/*]) each matched on its own
             names = [n for entry in listing for n in (self._matches(root, split, entry) if _is_pattern(entry)
                                                       else [entry])]
@@ -74,7 +75,7 @@ class SubsetLayout:
             return self._matches(root, split, listing)
         path = root / listing
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"{path}: split file not found; set the subset's split_files.{split} to the file that lists "
                 f"the {split} images, or to null to split {root / self.image_dir} by name hash")
         names = [self._strip(line.strip()) for line in path.read_text().splitlines() if line.strip()]
@@ -85,7 +86,7 @@ class SubsetLayout:
         sub, _, tail = pattern.rpartition("/")
         names = [f"{sub}/{n}" if sub else n for n in self.folder_names(root, sub) if fnmatchcase(n, tail)]
         if not names:
-            raise ValueError(f"{root / self.image_dir}: no image name matches split_files.{split}={pattern!r}")
+            raise ConfigError(f"{root / self.image_dir}: no image name matches split_files.{split}={pattern!r}")
         return names
 
     def _strip(self, entry: str) -> str:
@@ -102,18 +103,18 @@ class SubsetLayout:
         `sub`, and then image_subdir), sorted."""
         folder = root / self.image_dir / sub / self.image_subdir
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: image folder not found (check the subset's root and image_dir)")
+            raise MissingPathError(f"{folder}: image folder not found (check the subset's root and image_dir)")
         head, tail = self.image_prefix, self.image_suffix
         names = sorted(p.name[len(head): len(p.name) - len(tail)] for p in folder.iterdir()
                        if p.name.startswith(head) and p.name.endswith(tail) and len(p.name) > len(head) + len(tail))
         if not names:
-            raise ValueError(f"{folder}: no {head}*{tail} images (check image_prefix and image_suffix)")
+            raise ConfigError(f"{folder}: no {head}*{tail} images (check image_prefix and image_suffix)")
         return names
 
     def _hashed_split(self, root: Path, split: str) -> list[str]:
         names = self.folder_names(root)
         if split not in ("train", "val"):
-            raise ValueError(f"{root}: split {split!r} has no split file and only train/val can be derived")
+            raise ConfigError(f"{root}: split {split!r} has no split file and only train/val can be derived")
         return make_splits(names, self.val_fraction)[split]
 
 
@@ -130,11 +131,11 @@ def _is_pattern(entry: str) -> bool:
 def _checked_names(names: list[str], where: str) -> list[str]:
     """A split's names: at least one, none twice."""
     if not names:
-        raise ValueError(f"{where}: the split lists no images")
+        raise BadFileError(f"{where}: the split lists no images")
     repeated = sorted(n for n, count in Counter(names).items() if count > 1)
     if repeated:
-        raise ValueError(f"{where}: {len(repeated)} names listed more than once (first: {repeated[0]}); "
-                         "each image must be listed once so that an epoch sees it once")
+        raise BadFileError(f"{where}: {len(repeated)} names listed more than once (first: {repeated[0]}); "
+                           "each image must be listed once so that an epoch sees it once")
     return names
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from samrs.data.blocks import Window
 from samrs.data.dataset import PixelSample, Reader
+from samrs.errors import ConfigError
 from samrs.sources.tiling import tile_name, window_starts
 
 
@@ -32,7 +33,7 @@ class Tile:
 def tile_windows(height: int, width: int, size: int, stride: int) -> list[Window]:
     """The tiles of a height x width scene, row by row (clipped to the scene when it is smaller)."""
     if not 0 < stride <= size:
-        raise ValueError(f"tile stride {stride} must be in 1..{size} (the tile size), or tiles would leave gaps")
+        raise ConfigError(f"tile stride {stride} must be in 1..{size} (the tile size), or tiles would leave gaps")
     return [Window(y, min(y + size, height), x, min(x + size, width))
             for y in window_starts(height, size, stride, "shift")
             for x in window_starts(width, size, stride, "shift")]
@@ -46,7 +47,7 @@ def scene_tiles(sizes: Mapping[str, Sequence[int]], size: int, stride: int) -> l
 
 def check_fraction(fraction: float) -> None:
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"data.fraction={fraction} must be in (0, 1]")
+        raise ConfigError(f"data.fraction={fraction} must be in (0, 1]")
 
 
 def select_fraction(tiles: Sequence[Tile], fraction: float, seed: int) -> list[Tile]:

@@ -30,6 +30,7 @@ from albumentations.pytorch import ToTensorV2
 
 from samrs.classes import IGNORE_INDEX
 from samrs.data.blocks import Window
+from samrs.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,7 +45,7 @@ MASK_INTERPOLATIONS = {"nearest_exact": cv2.INTER_NEAREST_EXACT, "nearest": cv2.
 def _choice(key: str, value: str, choices) -> str:
     """`value` when it is one of `choices`, else an error naming the config key."""
     if value not in choices:
-        raise ValueError(f"{key}={value!r}; choose one of {', '.join(choices)}")
+        raise ConfigError(f"{key}={value!r}; choose one of {', '.join(choices)}")
     return value
 
 

@@ -1,50 +1,46 @@
-"""The label job as a Lightning predict loop.
+"""The label job: every source image read, tiled, labeled and written, resumably.
 
-- `LabelDataset`: one item per source image. In a DataLoader worker it reads the annotation, tiles
-  it, leaves out the tiles already written (resume) and decodes the image only when some remain, so
-  reading overlaps the labeler. Problems travel with the item; in strict mode the first one ends it.
-- `LabelingModule.predict_step` calls `labeler.label(images, records)` on a batch's tiles.
-- `SubsetPredictionWriter` writes each labeled image through SubsetWriter on the rank that labeled
-  it, stores each item's problems, and once every rank is done rank zero merges the subset
-  (instances.json, meta.json, splits) and writes report.json.
+- `LabelDataset`: one item per source image. It reads the annotation, tiles it, leaves out the
+  tiles already written (resume) and decodes the image only when some remain. Problems travel with
+  the item; in strict mode the first one ends the run.
+- `LabelRun`: writes each labeled image through SubsetWriter, stores each item's problems, and at
+  the end merges the subset (instances.json, meta.json, splits) and writes report.json.
+- Two loops drive them. A model-free labeler (polygon_fill, box_fill) in one process runs
+  `label_in_process`: worker processes read and decode while the main process labels and writes,
+  and neither torch nor Lightning is imported (start-up in a fraction of a second). A labeler that is
+  a torch module (SAM), or a run on several processes (`trainer=ddp`), runs as a Lightning predict
+  loop (`samrs.labeling.trainer_loop`), which puts the model on its device and shards the items.
 
-Lightning's predict sampler gives item i to rank i % world_size without repeating items; the writer
-still skips images that already have a part file, so nothing is written twice.
+Both write the same files: item order, batches and the writer are shared; the loop only decides
+where the work runs.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import sys
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar
-from lightning.pytorch.utilities import rank_zero_only
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
-from torch.utils.data import DataLoader, Dataset
 
+from samrs.errors import ConfigError
 from samrs.labeling.base import InstanceMask, Labeler
 from samrs.labeling.overlap import POLICIES
+from samrs.labeling.progress import LabelProgress
 from samrs.labeling.report import ProblemStore, make_report, nothing_labeled, summary
 from samrs.labeling.writer import SubsetWriter
-from samrs.sources.base import BadInputError, Problem, Source, SourceItem, raise_problem
+from samrs.sources.base import STRICT_HINT, BadInputError, Problem, Source, SourceItem, raise_problem
 from samrs.sources.records import ImageRecord
 from samrs.sources.tiling import Tiling
 from samrs.utils.io import read_rgb, remove_partial_files, write_json
+from samrs.utils.workers import WorkerInit
 
 SETTINGS_FILE = ".samrs_run.json"
 # Labeler meta that a resumed run may change: where the checkpoint file lies and how many prompts or
@@ -52,8 +48,8 @@ SETTINGS_FILE = ".samrs_run.json"
 NOT_DECIDING = ("checkpoint", "chunk_size", "encoder_batch_size", "max_window_pixels")
 
 
-class UsageError(ValueError):
-    """A run the job refuses before it starts (no output_dir, a resume with other settings)."""
+# A run the job refuses before it starts (no output_dir, a resume with other settings).
+UsageError = ConfigError
 
 
 @dataclass
@@ -91,9 +87,10 @@ def has_objects(record: ImageRecord) -> bool:
     return any(obj.class_id is not None for obj in record.objects)
 
 
-class LabelDataset(Dataset):
+class LabelDataset:
     """The source's items; item i gives the tiles (or the image) of source image i still to write.
 
+    A map-style dataset (`len`, indexing) for torch's DataLoader and the in-process loop alike.
     With `length` above the item count, the indices past the items give empty placeholder items:
     Lightning's predict sampler refuses a rank without any item, and such a rank would never reach
     the writer's end, where every rank waits for all.
@@ -155,7 +152,7 @@ class LabelDataset(Dataset):
         try:
             image = read_rgb(record.image_path)
         except Exception as err:  # any decoder failure (truncated file, bomb guard, bad header)
-            report(Problem(path, None, "unreadable_image", f"cannot decode the image: {err}"))
+            report(Problem(path, None, "unreadable_image", _decoder_message(err, path)))
             return None
         if image.shape[:2] != (record.height, record.width):
             report(Problem(path, None, "size_mismatch", f"decoded size {image.shape[1]}x{image.shape[0]} differs "
@@ -164,26 +161,23 @@ class LabelDataset(Dataset):
         return image
 
 
-class LabelingModule(L.LightningModule):
-    """Runs the labeler on each batch; the batch stays on the host (labelers move what they need)."""
+def _decoder_message(err: Exception, path: str) -> str:
+    """What the decoder said, without the file name the problem already starts with (read_rgb's
+    errors name the file and say "cannot decode the image" themselves)."""
+    text = str(err)
+    return text[len(path) + 2:] if text.startswith(f"{path}: ") else f"cannot decode the image ({text})"
 
-    def __init__(self, labeler: Labeler) -> None:
-        super().__init__()
-        self.labeler = labeler  # an nn.Module labeler (SAM) becomes a submodule and follows the device
 
-    def predict_step(self, batch: LabelBatch) -> list[list[InstanceMask]]:
-        if batch.fatal is not None:
-            raise BadInputError(batch.fatal)
-        if not batch.pairs:
-            return []
-        masks = self.labeler.label(batch.images, batch.records)
-        if len(masks) != len(batch.pairs):  # an image left out would silently never be written
-            raise RuntimeError(f"labeler {self.labeler.name} returned {len(masks)} mask lists for "
-                               f"{len(batch.pairs)} images")
-        return masks
-
-    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
-        return batch
+def label_batch(labeler: Labeler, batch: LabelBatch) -> list[list[InstanceMask]]:
+    """The masks of a batch's images; a strict run's first problem stops here, in the main process."""
+    if batch.fatal is not None:
+        raise BadInputError(batch.fatal, STRICT_HINT)
+    if not batch.pairs:
+        return []
+    masks = labeler.label(batch.images, batch.records)
+    if len(masks) != len(batch.pairs):  # an image left out would silently never be written
+        raise RuntimeError(f"labeler {labeler.name} returned {len(masks)} mask lists for {len(batch.pairs)} images")
+    return masks
 
 
 def write_labeled(writer: SubsetWriter, image: np.ndarray, record: ImageRecord, masks: Sequence[InstanceMask]) -> None:
@@ -199,8 +193,9 @@ def write_labeled(writer: SubsetWriter, image: np.ndarray, record: ImageRecord, 
     )
 
 
-class SubsetPredictionWriter(BasePredictionWriter):
-    """Writes every labeled image on its rank; rank zero finalizes the subset after all ranks."""
+class LabelRun:
+    """The writing side of one run: every labeled image on the process that labeled it, each item's
+    problems, and at the end (rank zero, once every process is done) the merged subset."""
 
     def __init__(
         self,
@@ -210,7 +205,6 @@ class SubsetPredictionWriter(BasePredictionWriter):
         meta: dict[str, Any],
         strict: bool,
     ) -> None:
-        super().__init__(write_interval="batch")
         self.writer = writer
         self.store = ProblemStore(writer.root)
         self.item_names = list(item_names)
@@ -218,18 +212,13 @@ class SubsetPredictionWriter(BasePredictionWriter):
         self.meta = meta
         self.strict = strict
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
-        for (image, record), masks in zip(batch.pairs, prediction):
+    def write_batch(self, batch: LabelBatch, masks: Sequence[Sequence[InstanceMask]]) -> None:
+        for (image, record), image_masks in zip(batch.pairs, masks):
             if not self.writer.is_done(record.name):
-                write_labeled(self.writer, image, record, masks)
+                write_labeled(self.writer, image, record, image_masks)
         for item in batch.items:
             if item.name is not None:
                 self.store.save(item.name, item.problems)
-
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.strategy.barrier("samrs_label_finalize")
-        if trainer.is_global_zero:
-            self.finalize(labeler_meta(pl_module.labeler))  # now, on its device: e.g. the precision it ran in
 
     def finalize(self, labeler: dict[str, Any]) -> dict[str, Any]:
         """Merge the subset, write report.json, print the summary; returns meta.json's content."""
@@ -243,68 +232,6 @@ class SubsetPredictionWriter(BasePredictionWriter):
         return meta
 
 
-class CountsColumn(ProgressColumn):
-    """Images and objects written so far, and their rates over the task's elapsed time."""
-
-    def render(self, task: Task) -> Text:
-        elapsed = task.elapsed or 0.0
-        parts = []
-        for unit in ("images", "objects"):
-            count = task.fields.get(unit, 0)
-            parts.append(f"{count} {unit} {count / elapsed if elapsed > 0 else 0.0:.1f}/s")
-        return Text(" · ".join(parts), style="progress.data.speed")
-
-
-class LabelProgressBar(ProgressBar):
-    """Source images done on this rank, images and objects written, and their rates (rank zero)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._enabled = True
-        self._progress: Progress | None = None
-        self._task = None
-
-    def disable(self) -> None:
-        self._enabled = False
-
-    def enable(self) -> None:
-        self._enabled = True
-
-    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._enabled:
-            return
-        items = len(trainer.predict_dataloaders.dataset)
-        total = len(range(trainer.global_rank, items, trainer.world_size))
-        self._progress = Progress(
-            TextColumn("[bold]labeling"), BarColumn(bar_width=10), MofNCompleteColumn(),
-            CountsColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        )
-        self._progress.start()
-        self._task = self._progress.add_task("labeling", total=total, images=0, objects=0)
-
-    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if self._progress is None:
-            return
-        fields = self._progress.tasks[0].fields
-        self._progress.update(
-            self._task,
-            advance=len(batch.items),
-            images=fields["images"] + len(batch.pairs),
-            objects=fields["objects"] + sum(len(m) for m in outputs),
-        )
-
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._stop()
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._stop()
-
-    def _stop(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-
-
 def labeler_meta(labeler: Labeler) -> dict[str, Any]:
     """The labeler's name and prompt, and what it says of itself (its `meta`: model, checkpoint
     hash, prompt, engine settings)."""
@@ -312,7 +239,14 @@ def labeler_meta(labeler: Labeler) -> dict[str, Any]:
     return {"labeler": labeler.name, "prompt": None, **((meta() if callable(meta) else meta) or {})}
 
 
-def check_settings(output_dir: Path, settings: dict[str, Any]) -> None:
+def needs_device(labeler: Labeler) -> bool:
+    """Whether the labeler is a torch module (SAM), which Lightning puts on a device. Without torch
+    imported, nothing can be one."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(labeler, torch.nn.Module)
+
+
+def check_settings(output_dir: Path, settings: dict[str, Any], rank_zero: bool = True) -> None:
     """A resumed run must label as the first one did: compare with the settings stored there."""
     settings = json.loads(json.dumps(settings))  # tuples and numbers as JSON gives them back
     path = output_dir / SETTINGS_FILE
@@ -325,14 +259,21 @@ def check_settings(output_dir: Path, settings: dict[str, Any]) -> None:
                 + "; ".join(f"{k} was {earlier.get(k)!r}, now {settings.get(k)!r}" for k in differ)
                 + "). A run resumes only with the same settings: use another output_dir, or delete this one."
             )
-    elif rank_zero_only.rank == 0:
+    elif rank_zero:
         write_json(path, settings)
 
 
-@rank_zero_only
-def prepare_output(output_dir: Path) -> None:
-    """Remove what writes cut short by kill -9 left behind (rank zero, before any rank writes)."""
-    removed = remove_partial_files(output_dir) if output_dir.is_dir() else 0
+def prepare_output(output_dir: Path, rank_zero: bool = True) -> None:
+    """Make sure the output directory can be written, and remove what writes cut short by kill -9
+    left behind (rank zero, before any rank writes)."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"output_dir={output_dir}: cannot create it ({err.strerror or err}); "
+                         "choose a folder you can write") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"output_dir={output_dir}: no permission to write there; choose a folder you can write")
+    removed = remove_partial_files(output_dir) if rank_zero else 0
     if removed:
         print(f"removed {removed} partial files of an interrupted run in {output_dir}", file=sys.stderr)
 
@@ -351,15 +292,26 @@ def run_labeling(
     batch_size: int = 1,
     num_workers: int = 0,
     progress: bool = True,
-    make_trainer: Callable[..., L.Trainer] = L.Trainer,
+    make_trainer: Callable[..., Any] | None = None,
 ) -> dict[str, Any] | None:
     """Label every image of `source` into a subset at `output_dir`, resuming what is there.
 
     `make_trainer(callbacks=..., logger=..., enable_progress_bar=...)` builds the Lightning Trainer
-    (devices, strategy). Returns meta.json's content on rank zero, None on other ranks.
+    (devices, strategy) of a predict loop; None runs a model-free labeler in this process (its
+    workers read and decode) and a torch-module labeler in a default Trainer. Returns meta.json's
+    content on rank zero, None on other ranks.
     """
     if overlap not in POLICIES:
         raise UsageError(f"overlap={overlap!r}: choose one of {', '.join(POLICIES)}")
+    if make_trainer is None and needs_device(labeler):
+        import lightning as L
+
+        make_trainer = L.Trainer
+    rank_zero = True
+    if make_trainer is not None:
+        from lightning.pytorch.utilities import rank_zero_only
+
+        rank_zero = rank_zero_only.rank == 0
     root = Path(output_dir)
     tiling = tiling or Tiling()
     writer = SubsetWriter(root, source.classes, overlap=overlap, write_color=write_color, val_fraction=val_fraction)
@@ -370,20 +322,69 @@ def run_labeling(
             "keep_empty": keep_empty}
     listing_problems: list[Problem] = []
     items = source.items(raise_problem if strict else listing_problems.append)
-    check_settings(root, settings)
-    prepare_output(root)
+    prepare_output(root, rank_zero)
+    check_settings(root, settings, rank_zero)
 
-    prediction_writer = SubsetPredictionWriter(writer, [i.name for i in items], listing_problems, meta, strict)
-    if not items:  # Lightning would skip the predict loop of an empty DataLoader, and the writer's end with it
-        return prediction_writer.finalize(labeler_meta(labeler)) if rank_zero_only.rank == 0 else None
-    # the bar first: it stops before the writer prints the summary
-    callbacks = [LabelProgressBar()] if progress else []
-    callbacks.append(prediction_writer)
-    trainer = make_trainer(callbacks=callbacks, logger=False, enable_progress_bar=progress)
-    dataset = LabelDataset(source, items, tiling, writer, keep_empty=keep_empty, strict=strict,
-                           length=trainer.world_size)  # an item for each rank, also with fewer source images
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=LabelBatch)
-    trainer.predict(LabelingModule(labeler), dataloaders=loader, return_predictions=False)
-    if not trainer.is_global_zero:
-        return None
-    return json.loads((root / "meta.json").read_text())
+    run = LabelRun(writer, [i.name for i in items], listing_problems, meta, strict)
+    if not items:  # nothing to loop over (Lightning would skip the writer's end with an empty loop)
+        return run.finalize(labeler_meta(labeler)) if rank_zero else None
+    if make_trainer is None:
+        dataset = LabelDataset(source, items, tiling, writer, keep_empty=keep_empty, strict=strict)
+        return label_in_process(run, dataset, labeler, batch_size, num_workers, progress)
+    from samrs.labeling.trainer_loop import label_with_trainer
+
+    return label_with_trainer(run, source, items, tiling, labeler, make_trainer, keep_empty=keep_empty,
+                              strict=strict, batch_size=batch_size, num_workers=num_workers, progress=progress)
+
+
+def label_in_process(run: LabelRun, dataset: LabelDataset, labeler: Labeler, batch_size: int, num_workers: int,
+                     progress: bool) -> dict[str, Any]:
+    """The loop of a model-free labeler: items in order, `batch_size` source images per batch,
+    read by `num_workers` worker processes (0: here) while this process labels and writes."""
+    bar = LabelProgress(len(dataset)) if progress else None
+    try:
+        with item_stream(dataset, num_workers) as items:
+            while chunk := list(islice(items, max(1, batch_size))):
+                batch = LabelBatch(chunk)
+                masks = label_batch(labeler, batch)
+                run.write_batch(batch, masks)
+                if bar is not None:
+                    bar.advance(len(batch.items), len(batch.pairs), sum(len(m) for m in masks))
+    finally:
+        if bar is not None:
+            bar.stop()
+    return run.finalize(labeler_meta(labeler))
+
+
+# The dataset of a worker process of `item_stream` (set once by its initializer, not sent per item).
+_WORKER_DATASET: LabelDataset | None = None
+
+
+def _set_worker_dataset(dataset: LabelDataset) -> None:
+    global _WORKER_DATASET
+    _WORKER_DATASET = dataset
+
+
+def _worker_item(index: int) -> ItemResult:
+    return _WORKER_DATASET[index]
+
+
+@contextmanager
+def item_stream(dataset: LabelDataset, num_workers: int, prefetch: int = 2) -> Iterator[Iterator[ItemResult]]:
+    """The dataset's items in order; with workers, each reads and decodes ahead, at most `prefetch`
+    items per worker in flight (what DataLoader's prefetch_factor bounds), so a slow writer never
+    piles decoded images up in memory. Workers end with this process, however it ends."""
+    if num_workers <= 0:
+        yield (dataset[i] for i in range(len(dataset)))
+        return
+    with multiprocessing.get_context().Pool(num_workers, initializer=WorkerInit(_set_worker_dataset, dataset)) as pool:
+        yield _bounded_map(pool, len(dataset), num_workers * prefetch)
+
+
+def _bounded_map(pool: Any, count: int, in_flight: int) -> Iterator[ItemResult]:
+    indices = iter(range(count))
+    pending = deque(pool.apply_async(_worker_item, (i,)) for i in islice(indices, in_flight))
+    while pending:
+        result = pending.popleft().get()
+        pending.extend(pool.apply_async(_worker_item, (i,)) for i in islice(indices, 1))
+        yield result

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from samrs.classes import IGNORE_INDEX
+from samrs.errors import ConfigError
 from samrs.labeling.base import InstanceMask
 
 # Painting order per policy: the instance painted last wins its pixels.
@@ -29,7 +30,7 @@ def paint_order(instances: Sequence[InstanceMask], policy: str = "smaller_on_top
         return sorted(idx, key=lambda i: instances[i].score if instances[i].score is not None else -np.inf)
     if policy == "file_order":
         return sorted(idx, key=lambda i: instances[i].object_index)
-    raise ValueError(f"unknown overlap policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    raise ConfigError(f"unknown overlap policy {policy!r}; choose one of {', '.join(POLICIES)}")
 
 
 def paint_label_map(

@@ -12,6 +12,7 @@ import torch
 from timm.models import group_parameters, load_state_dict
 from torch import nn
 
+from samrs.errors import BadFileError, ConfigError, MissingPathError
 from samrs.models.weights import describe_mismatch
 
 
@@ -41,15 +42,22 @@ class TimmBackbone(nn.Module):
             n_levels = len(probe.feature_info)
             del probe
             if n_levels < 4:
-                raise ValueError(f"timm model {name} gives {n_levels} feature levels; the decoders need 4 "
-                                 f"(set model.net.backbone.out_indices)")
+                raise ConfigError(f"timm model {name} gives {n_levels} feature levels; the decoders need 4 "
+                                  f"(set model.net.backbone.out_indices)")
             out_indices = range(n_levels - 4, n_levels)
         self.out_indices = tuple(out_indices)
         if checkpoint:
             check_weight_file(name, checkpoint, kwargs)
         weights = {"pretrained_cfg_overlay": {"file": str(checkpoint)}} if checkpoint else {}
-        self.model = timm.create_model(name, pretrained=pretrained or bool(checkpoint), features_only=True,
-                                       out_indices=self.out_indices, **weights, **kwargs)
+        try:
+            self.model = timm.create_model(name, pretrained=pretrained or bool(checkpoint), features_only=True,
+                                           out_indices=self.out_indices, **weights, **kwargs)
+        except OSError as err:  # the hub's or urllib's: no network and no cached copy
+            if checkpoint or not pretrained:
+                raise
+            raise ConfigError(f"model.net.backbone.pretrained=true: timm cannot download the ImageNet weights of "
+                              f"{name} ({type(err).__name__}: offline?). Pass a local copy of them: start.checkpoint=FILE "
+                              "(or model.net.backbone.checkpoint=FILE)") from None
         self.channels = list(self.model.feature_info.channels())
         self.strides = list(self.model.feature_info.reduction())
         self._nhwc = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
@@ -65,7 +73,7 @@ class TimmBackbone(nn.Module):
         get the lr of what follows the backbone, as in BEiT's and the official SAMRS constructors."""
         inner = getattr(self.model, "model", None)  # timm keeps the model whole for ViT-like nets
         if inner is None or not hasattr(inner, "group_matcher"):
-            raise ValueError(
+            raise ConfigError(
                 f"layer-wise lr decay needs a backbone whose timm features wrapper keeps the model's "
                 f"group_matcher (ViT family); {self.name} has none: set model.param_groups.layer_decay=null"
             )
@@ -94,7 +102,7 @@ def check_weight_file(name: str, path: str | Path, kwargs: dict[str, Any]) -> No
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model.net.backbone.checkpoint={path}: no such file")
+        raise MissingPathError(f"model.net.backbone.checkpoint={path}: no such file")
     model = timm.create_model(name, pretrained=False, **kwargs)
     state = load_state_dict(str(path))
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
@@ -106,5 +114,5 @@ def check_weight_file(name: str, path: str | Path, kwargs: dict[str, Any]) -> No
     found = {k: v for k, v in state.items() if not k.startswith(classifier)}
     problem = describe_mismatch(expected, found)
     if problem:
-        raise ValueError(f"{path} does not fit timm model {name}: {problem}. Give the weights of the "
-                         f"same architecture (model.net.backbone.name and its keyword arguments).")
+        raise BadFileError(f"{path} does not fit timm model {name}: {problem}. Give the weights of the "
+                           f"same architecture (model.net.backbone.name and its keyword arguments).")

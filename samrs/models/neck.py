@@ -9,6 +9,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from samrs.errors import ConfigError
+
 
 def _rescale(channels: int, scale: float) -> nn.Module:
     """x2 per transposed conv (BN + GELU between them), identity at 1, max-pool below 1."""
@@ -18,7 +20,7 @@ def _rescale(channels: int, scale: float) -> nn.Module:
         return nn.MaxPool2d(kernel_size=round(1 / scale))
     steps = round(math.log2(scale))
     if 2**steps != scale:
-        raise ValueError(f"neck scale {scale} is not a power of two")
+        raise ConfigError(f"neck scale {scale} is not a power of two")
     layers: list[nn.Module] = []
     for i in range(steps):
         if i:
@@ -33,7 +35,7 @@ class MultiLevelNeck(nn.Module):
     def __init__(self, in_channels: Sequence[int], strides: Sequence[int], scales: Sequence[float] = (4, 2, 1, 0.5)) -> None:
         super().__init__()
         if not len(in_channels) == len(strides) == len(scales):
-            raise ValueError(f"the neck got {len(in_channels)} feature levels for {len(scales)} scales {list(scales)}")
+            raise ConfigError(f"the neck got {len(in_channels)} feature levels for {len(scales)} scales {list(scales)}")
         self.levels = nn.ModuleList(_rescale(c, s) for c, s in zip(in_channels, scales))
         self.channels = list(in_channels)
         self.strides = [int(stride / s) for stride, s in zip(strides, scales)]

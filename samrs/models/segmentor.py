@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from samrs.errors import ConfigError
 from samrs.models.weights import load_pretrained
 
 
@@ -59,9 +60,9 @@ class MultiHeadSegmentor(nn.Module):
     ) -> None:
         super().__init__()
         if not heads:
-            raise ValueError("the segmentor needs at least one head (subset name -> class count)")
+            raise ConfigError("the segmentor needs at least one head (subset name -> class count)")
         if concat_subsets not in (True, False, "auto"):
-            raise ValueError(f"concat_subsets must be true, false or auto, got {concat_subsets!r}")
+            raise ConfigError(f"concat_subsets must be true, false or auto, got {concat_subsets!r}")
         subsets = list(heads)
         self.backbone = backbone
         self.neck = neck(in_channels=backbone.channels, strides=backbone.strides) if neck else None
@@ -112,7 +113,7 @@ class MultiHeadSegmentor(nn.Module):
             self.concat_subsets == "auto" and len(images) > 1 and len(sizes) == 1 and not _batch_dependent(self.backbone)
         )
         if concat and len(sizes) > 1:
-            raise ValueError(f"concat_subsets=true needs crops of one size from every subset, got {sorted(sizes)}")
+            raise ConfigError(f"concat_subsets=true needs crops of one size from every subset, got {sorted(sizes)}")
         if concat:
             counts = [len(x) for x in images.values()]
             levels = [lvl.split(counts) for lvl in self.features(torch.cat(list(images.values())))]
@@ -140,7 +141,7 @@ def check_input_sizes(net: MultiHeadSegmentor, sizes: Mapping[str, int]) -> None
                     net(torch.zeros(1, 3, size, size, device=device), subset)
                 except Exception as err:  # noqa: BLE001 - any failure here means "this size does not fit"
                     stride = max(getattr(net.backbone, "strides", [32]))
-                    raise ValueError(
+                    raise ConfigError(
                         f"{key}={size}: the model cannot take {size}x{size} inputs ({type(err).__name__}: {err}). "
                         f"Choose a multiple of the backbone's largest stride ({stride}); timm models built for one "
                         f"image size (Swin, ViT) also need model.net.backbone.dynamic_img_size=true."

@@ -15,7 +15,9 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from samrs.errors import BadFileError, ConfigError, MissingPathError
 from samrs.utils.io import atomic_path
+from samrs.utils.torchfiles import read_torch_file
 from samrs.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -50,19 +52,20 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     this package, a Lightning checkpoint of `SegmentationTask`, or a bare state_dict file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weight file")
+        raise MissingPathError(f"{path}: no such weight file")
     # Lightning checkpoints pickle their hyper-parameters, so weights_only=False; mmap reads lazily.
-    obj = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    obj = read_torch_file(path, "weight file", weights_only=False, mmap=True)
     if isinstance(obj, dict) and obj.get("format") == EXPORT_FORMAT:
         return dict(obj["state_dict"]), dict(obj.get("meta") or {})
     if isinstance(obj, dict) and "pytorch-lightning_version" in obj:
         state = {k[4:]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}
         if not state:
-            raise ValueError(f"{path}: a Lightning checkpoint, but not of a samrs SegmentationTask (no net.* weights)")
+            raise BadFileError(f"{path}: a Lightning checkpoint, but not of a samrs SegmentationTask "
+                               "(no net.* weights)")
         return state, {"global_step": obj.get("global_step")}
     if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
         return dict(obj), {}
-    raise ValueError(f"{path}: neither a samrs export, a Lightning checkpoint nor a state_dict")
+    raise BadFileError(f"{path}: neither a samrs export, a Lightning checkpoint nor a state_dict")
 
 
 def trunk_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -85,8 +88,8 @@ def _select_decoder(state: dict[str, torch.Tensor], decoder_from: str | None) ->
     if not subsets:
         return state
     if decoder_from not in subsets:
-        raise ValueError(f"the weights hold one decoder per subset ({', '.join(subsets)}): choose the one to "
-                         f"start from with decoder_from=<subset> (got {decoder_from!r})")
+        raise ConfigError(f"the weights hold one decoder per subset ({', '.join(subsets)}): choose the one to "
+                          f"start from with decoder_from=<subset> (got {decoder_from!r})")
     out = {}
     for k, v in state.items():
         head, _, rest = k.partition(".")
@@ -129,8 +132,8 @@ def load_pretrained(
     problem = describe_mismatch(expected, found)
     if problem:
         origin = f" (written for backbone {meta['backbone']}, decoder {meta.get('decoder')})" if meta.get("backbone") else ""
-        raise ValueError(f"{path}{origin} does not fit this model's {', '.join(sorted(chosen))}: {problem}. Build the "
-                         f"model with the pre-training's backbone and decoder settings, or load fewer parts.")
+        raise BadFileError(f"{path}{origin} does not fit this model's {', '.join(sorted(chosen))}: {problem}. Build "
+                           f"the model with the pre-training's backbone and decoder settings, or load fewer parts.")
     net.load_state_dict(found, strict=False)
     log.info("loaded %s (%d tensors) from %s; the rest as initialised", ", ".join(sorted(chosen)), len(found), path)
     return sorted(chosen)

@@ -7,12 +7,23 @@ Writes generated scenes with exact masks in a detection dataset's real layout (o
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 from pathlib import Path
 
 from rich.progress import track
 
+from samrs.errors import exit_on_user_error
 from samrs.scenes.formats import FORMATS, write_format
 from samrs.scenes.subset import write_generated_subset
+
+# The label-job sources each format's scenes are read with: (source, folder under --out, split).
+SOURCES = {
+    "dota": [("dota", "DOTA", "train"), ("isaid", "iSAID", "train")],
+    "dior": [("dior", "", "[train,val,test]")],
+    "fair1m": [("fair1m", "", "train")],
+    "hrsc2016": [("hrsc2016", "", "test")],
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,8 +52,41 @@ def main(argv: list[str] | None = None) -> Path:
         out = write_format(args.format, args.out, args.count, args.size, args.seed, tuple(args.objects),
                            wrap=lambda scenes: track(scenes, total=args.count, description=f"writing {args.format}"))
     print(f"wrote {args.count} {args.format} scenes to {out}")
+    print(next_steps(args.format, out, args.subset))
     return out
 
 
+def hydra_value(value: str) -> str:
+    """`value` as a Hydra override value: quoted when Hydra would read it as a list, a sweep or an
+    interpolation (spaces alone need no Hydra quotes)."""
+    if re.search(r"[,'\"\[\]{}()=\\$]|^\s|\s$", value):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return value
+
+
+def shell_arg(arg: str) -> str:
+    """`arg` quoted for a POSIX shell, only when it must be."""
+    if re.fullmatch(r"[\w./+\-=:@%]*", arg):
+        return arg
+    if "'" in arg and not re.search(r'["$`\\!]', arg):
+        return f'"{arg}"'
+    return shlex.quote(arg)
+
+
+def next_steps(fmt: str, out: Path, subset: str) -> str:
+    """The command that reads what was written: the label job's source.root and source.split, or
+    the training data root of a subset."""
+    if fmt == "samrs":
+        root = hydra_value(str(out))
+        return (f"train on it: python -m samrs.train data={subset} {shell_arg(f'data.subsets.{subset}.root={root}')}\n"
+                f"look at it: python -m samrs.stats {shell_arg(f'subsets=[{root}]')}")
+    lines = []
+    for source, folder, split in SOURCES[fmt]:
+        root, labeled = hydra_value(str(out / folder if folder else out)), hydra_value(str(out / "labeled" / source))
+        lines.append(f"label it: python -m samrs.label source={source} {shell_arg(f'source.root={root}')} "
+                     f"{shell_arg(f'source.split={split}')} labeler=polygon_fill {shell_arg(f'output_dir={labeled}')}")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)()

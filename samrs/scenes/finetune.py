@@ -20,7 +20,6 @@ settings finds the files written and returns.
 
 from __future__ import annotations
 
-import json
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -30,12 +29,11 @@ import numpy as np
 
 from samrs.classes import ISAID, LOVEDA, POTSDAM_COLORS, POTSDAM_WITH_CLUTTER
 from samrs.data.layout import SubsetLayout
+from samrs.errors import ConfigError
 from samrs.geometry import fill_polygon, rotated_rect
+from samrs.scenes.folder import claim_folder, mark_complete
 from samrs.scenes.formats import isaid_masks, save_image
 from samrs.scenes.generate import generate_scene
-from samrs.utils.io import write_json
-
-MARKER = ".generated.json"
 # Mean colour of each land-cover class in the generated images (POTSDAM_WITH_CLUTTER order).
 LANDCOVER_RGB = {"impervious-surface": (150, 148, 145), "building": (170, 92, 70), "low-vegetation": (120, 150, 85),
                  "tree": (45, 85, 45), "car": (60, 60, 200), "clutter": (130, 110, 60)}
@@ -47,16 +45,16 @@ LOVEDA_RGB = {"background": (120, 118, 110), "building": (175, 170, 165), "road"
               "water": (40, 60, 90), "barren": (165, 150, 120), "forest": (40, 75, 45), "agricultural": (105, 140, 80)}
 
 
-def _done(root: Path, params: dict) -> bool:
-    marker = root / MARKER
-    return marker.is_file() and json.loads(marker.read_text()) == params
+def _instead(dataset: str) -> str:
+    return (f"To train on the data there, pass data={dataset} data.root=<that folder> (or data.generate=null); "
+            "to generate, point data.root at an empty folder.")
 
 
 def _split_names(layouts: Mapping[str, SubsetLayout], split: str) -> list[str]:
     listing = layouts[split].split_files[split]
     if listing is None or isinstance(listing, str):
-        raise ValueError(f"generated ISPRS-like data needs data.splits.{split}.names as a list of scene names, "
-                         f"got {listing!r}")
+        raise ConfigError(f"generated ISPRS-like data needs data.splits.{split}.names as a list of scene names, "
+                          f"got {listing!r}")
     return [str(n) for n in listing]
 
 
@@ -158,14 +156,14 @@ def _write_isprs_like(root: str | Path, layouts: Mapping[str, SubsetLayout], kin
     root = Path(root)
     names = sorted({n for split in layouts for n in _split_names(layouts, split)})
     params = {"kind": kind, "names": names, "size": size, "seed": seed, "boundary": boundary}
-    if _done(root, params):
+    if claim_folder(root, params, _instead(kind)):
         return root
     for split, layout in layouts.items():
         for name in _split_names(layouts, split):
             image, label = landcover_scene(size, seed * 1_000_003 + names.index(name), colors)
             save_image(layout.image_path(root, name), image)
             save_image(layout.label_path(root, name), potsdam_colors(label, boundary))
-    write_json(root / MARKER, params)
+    mark_complete(root, params)
     return root
 
 
@@ -181,7 +179,7 @@ def write_isaid_like(root: str | Path, layouts: Mapping[str, SubsetLayout], coun
     def write(layout: SubsetLayout, split: str, k: int, index: int) -> None:
         name, listing = f"P{index:04d}", layout.split_files[split]
         if isinstance(listing, str) and not fnmatchcase(name, listing):
-            raise ValueError(f"generated iSAID-like scene {name} does not match data.splits.{split}.names={listing!r}")
+            raise ConfigError(f"generated iSAID-like scene {name} does not match data.splits.{split}.names={listing!r}")
         scene = generate_scene("sota", size, num_objects, seed=seed * 1_000_003 + index, classes=ISAID, name=name)
         save_image(layout.image_path(root, name), scene.image)
         save_image(layout.label_path(root, name), isaid_masks(scene)[1])
@@ -202,12 +200,12 @@ def write_loveda_like(root: str | Path, layouts: Mapping[str, SubsetLayout], cou
         listing = layout.split_files[split]
         patterns = [listing] if isinstance(listing, str) else list(listing or [])
         if not patterns or not all(isinstance(p, str) and "*" in p for p in patterns):
-            raise ValueError(f"generated LoveDA-like data needs data.splits.{split}.names as folder patterns "
+            raise ConfigError(f"generated LoveDA-like data needs data.splits.{split}.names as folder patterns "
                              f"(Train/Urban/*), got {listing!r}")
         folder, _, pattern = patterns[k % len(patterns)].rpartition("/")
         name = f"{folder}/{index}" if folder else str(index)
         if not fnmatchcase(str(index), pattern):
-            raise ValueError(f"generated LoveDA-like scene {name} does not match data.splits.{split}.names")
+            raise ConfigError(f"generated LoveDA-like scene {name} does not match data.splits.{split}.names")
         image, mask = loveda_scene(size, seed * 1_000_003 + index, urban="urban" in folder.lower())
         save_image(layout.image_path(root, name), image)
         save_image(layout.label_path(root, name), mask)
@@ -219,12 +217,12 @@ def _write_counted(root: Path, layouts: Mapping[str, SubsetLayout], counts: Mapp
                    write: Callable[[SubsetLayout, str, int, int], None]) -> Path:
     """Unless `params` were written already: `counts[split]` scenes per split through
     `write(layout, split, k, index)` (the k-th scene of the split, `index` running across the splits)."""
-    if _done(root, params):
+    if claim_folder(root, params, _instead(params["kind"])):
         return root
     index = 0
     for split, count in counts.items():
         for k in range(count):
             write(layouts[split], split, k, index)
             index += 1
-    write_json(root / MARKER, params)
+    mark_complete(root, params)
     return root

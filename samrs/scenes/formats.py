@@ -27,6 +27,8 @@ import numpy as np
 from PIL import Image
 
 from samrs.classes import ISAID_COLORS
+from samrs.errors import ConfigError
+from samrs.scenes.folder import NEW_OUT, claim_folder, mark_complete
 from samrs.scenes.generate import Scene, generate_scenes
 from samrs.sources.dior import ROBNDBOX, dior_name
 from samrs.sources.fair1m import fair1m_name
@@ -303,9 +305,14 @@ def write_format(
     num_objects: int | Sequence[int] = (4, 10),
     wrap: Callable[[Iterable[Scene]], Iterable[Scene]] = lambda scenes: scenes,
 ) -> Path:
-    """Write `count` generated scenes in format `fmt` under `out`; `wrap` may add a progress bar."""
+    """Write `count` generated scenes in format `fmt` under `out` (a new or empty folder, or one
+    written with the same settings: samrs.scenes.folder); `wrap` may add a progress bar."""
     if fmt not in WRITERS:
-        raise ValueError(f"unknown format {fmt!r}; known: {', '.join(WRITERS)}")
+        raise ConfigError(f"unknown format {fmt!r}; known: {', '.join(WRITERS)}")
     out = Path(out)
-    WRITERS[fmt](wrap(format_scenes(fmt, count, size, seed, num_objects)), out)
+    settings = {"format": fmt, "count": count, "size": size if isinstance(size, int) else list(size), "seed": seed,
+                "num_objects": num_objects if isinstance(num_objects, int) else list(num_objects)}
+    if not claim_folder(out, settings, NEW_OUT):
+        WRITERS[fmt](wrap(format_scenes(fmt, count, size, seed, num_objects)), out)
+        mark_complete(out, settings)
     return out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -13,6 +11,7 @@ from samrs.classes import subset_classes
 from samrs.geometry import mask_hbox
 from samrs.labeling.base import InstanceMask
 from samrs.labeling.writer import SubsetWriter
+from samrs.scenes.folder import NEW_OUT, claim_folder, mark_complete
 from samrs.scenes.generate import Scene, generate_scenes
 
 
@@ -34,20 +33,16 @@ def write_generated_subset(
     seed: int = 0,
     val_fraction: float = 0.2,
     progress: bool = True,
+    instead: str = NEW_OUT,
 ) -> Path:
-    """Write `count` generated scenes of `subset` as a SAMRS subset; a second call with the same
-    parameters finds the subset complete and returns at once."""
+    """Write `count` generated scenes of `subset` as a SAMRS subset into a new or empty folder; a
+    second call with the same parameters finishes or reuses it (samrs.scenes.folder: any other
+    folder is refused, with `instead` saying what to do)."""
     root = Path(output_dir)
     params = {"subset": subset, "count": count, "size": _plain(size), "num_objects": _plain(num_objects),
               "seed": seed, "val_fraction": val_fraction}
-    meta_path = root / "meta.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("generator") == params:
-            return root
-        if meta.get("source") != "generated":
-            raise FileExistsError(f"{root} holds a subset that was not generated; choose another directory")
-        shutil.rmtree(root)  # a generated subset with other parameters: regenerate it
+    if claim_folder(root, params, instead):
+        return root
     classes = subset_classes(subset)
     writer = SubsetWriter(root, classes, val_fraction=val_fraction)
     scenes = generate_scenes(classes, count, seed=seed, size=size, num_objects=num_objects)
@@ -56,6 +51,7 @@ def write_generated_subset(
             writer.write(scene.name, scene.image, scene_instances(scene),
                          rboxes=[o.corners for o in scene.objects])
     writer.finalize({"source": "generated", "labeler": "exact", "prompt": None, "generator": params})
+    mark_complete(root, params)
     return root
 
 

@@ -10,11 +10,12 @@ with strict=true (the callback raises BadInputError).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from samrs.classes import SubsetClasses
+from samrs.errors import MissingPathError, UserError
 from samrs.sources.records import ImageRecord
 
 # Kinds of problems, shared by readers and the label job (report.json groups by them).
@@ -24,6 +25,7 @@ PROBLEM_KINDS = (
     "unknown_class",  # a class name not in the subset's list
     "degenerate_box",  # zero area, NaN, repeated corners
     "out_of_image_box",  # a box wholly or partly outside the image (clipped or dropped)
+    "implausible_box",  # a box many times larger than its image (a broken coordinate)
     "unpaired_box",  # DIOR: a box of one annotation file with no partner in the other (kept)
     "missing_image",  # an annotation without its image
     "missing_annotation",  # an image without its annotation file
@@ -49,20 +51,38 @@ class Problem:
         return asdict(self)
 
 
-class BadInputError(ValueError):
-    """Raised (strict mode) at the first problem; carries it."""
+class BadInputError(UserError, ValueError):
+    """Raised at a problem that stops the run (strict mode, a training file gone bad); carries it."""
 
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(str(problem))
-        self.problem = problem
+    def __init__(self, problem: Problem, hint: str = "") -> None:
+        super().__init__(f"{problem}; {hint}" if hint else str(problem))
+        self.problem, self.hint = problem, hint
+
+    def __reduce__(self):  # through worker processes with its problem, not only its text
+        return type(self), (self.problem, self.hint)
 
 
 Report = Callable[[Problem], None]
+STRICT_HINT = "strict=true stops at the first bad input (strict=false skips it and lists it in report.json)"
 
 
 def raise_problem(problem: Problem) -> None:
-    """The strict report callback."""
-    raise BadInputError(problem)
+    """The strict report callback: the problem stops the run."""
+    raise BadInputError(replace(problem, action="stopped"), STRICT_HINT)
+
+
+@dataclass(frozen=True)
+class BorderRules:
+    """What a reader does with boxes at and beyond the image border (samrs.sources.common.ObjectChecker).
+
+    `min_visible`: an object with less of its area inside the image is dropped, as a tile drops it
+    (the label job passes `tiling.min_visible`); one kept is clipped and marked truncated.
+    `implausible_scale`: a box wider or taller than this many times the image is a broken coordinate
+    (`implausible_box`, skipped), not an object to clip.
+    """
+
+    min_visible: float = 0.7
+    implausible_scale: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -78,12 +98,13 @@ class Source(ABC):
     """A detection dataset on disk, read into ImageRecords with class ids of `classes`."""
 
     name: str = ""
+    border_rules: BorderRules = BorderRules()
 
     def __init__(self, root: str | Path, classes: SubsetClasses) -> None:
         self.root = Path(root)
         self.classes = classes
         if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: dataset root not found (set source.root=DIR)")
+            raise MissingPathError(f"{self.root}: dataset root not found (set source.root=DIR)")
 
     @abstractmethod
     def items(self, report: Report) -> list[SourceItem]:

@@ -1,8 +1,9 @@
 """What every reader shares: finding and pairing files, image sizes, and checking one box.
 
 `ObjectChecker.make` is the single place where a parsed box becomes an ObjectRecord: the class name
-is looked up, degenerate boxes are refused, boxes outside the image are clipped or dropped, and the
-horizontal box is min/max over all four corners unless the source gives its own.
+is looked up, degenerate and implausibly large boxes are refused, boxes reaching outside the image
+are clipped (and marked truncated) or dropped by the tiling's `min_visible` rule, and the horizontal
+box is min/max over all four corners unless the source gives its own.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import numpy as np
 
 from samrs.classes import SubsetClasses, normalize_name
 from samrs.geometry import clip_polygon, hbox_of, polygon_area
-from samrs.sources.base import Problem, Report, SourceItem
+from samrs.errors import ConfigError, MissingPathError
+from samrs.sources.base import BorderRules, Problem, Report, SourceItem
 from samrs.sources.records import ObjectRecord
 from samrs.sources.xmlfile import XmlDoc, XmlError, parse_xml
 from samrs.utils.io import image_size
 
 Split = str | Sequence[str] | None
+_WHOLE = 1.0 - 1e-9  # visible fractions above this count as the whole object
 
 
 def split_names(split: Split) -> list[str]:
@@ -36,7 +39,7 @@ def split_dirs(root: Path, split: Split) -> list[Path]:
 def require_dir(path: Path, what: str) -> Path:
     """A configured folder must exist: a wrong path is a configuration error, not bad data."""
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: {what} folder not found (check the source's root, split and folder names)")
+        raise MissingPathError(f"{path}: {what} folder not found (check the source's root, split and folder names)")
     return path
 
 
@@ -61,7 +64,7 @@ def read_split_files(paths: Iterable[Path], dataset: str) -> dict[str, tuple[Pat
     listed: dict[str, tuple[Path, int]] = {}
     for path in paths:
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: {dataset} split file not found (check the source's split)")
+            raise MissingPathError(f"{path}: {dataset} split file not found (check the source's split)")
         for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
             if line.strip():
                 listed.setdefault(line.strip(), (path, number))
@@ -116,7 +119,8 @@ def unique_items(items: list[SourceItem]) -> list[SourceItem]:
     items = sorted(items, key=lambda item: item.name)
     for a, b in zip(items, items[1:]):
         if a.name == b.name:
-            raise ValueError(f"image name {a.name} occurs twice: {a.image_path} and {b.image_path}")
+            raise ConfigError(f"image name {a.name} occurs twice: {a.image_path} and {b.image_path} (select one "
+                              "split per run, or label them into separate output_dirs)")
     return items
 
 
@@ -165,6 +169,7 @@ class ObjectChecker:
     min_area: float = 1.0  # px^2: a box smaller than this covers no pixel centre reliably
     source_names: tuple[str, ...] | None = None  # the source's own class list (e.g. one DOTA version)
     source_label: str = ""
+    rules: BorderRules = BorderRules()
     _known: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -200,20 +205,28 @@ class ObjectChecker:
         extras: dict[str, Any] | None = None,
     ) -> ObjectRecord | None:
         """A checked box as an object in the image. A box partly outside is clipped: `polygon` is
-        the visible part and `hbox` is clipped to the image; `corners` stay as the file gives them.
-        A box wholly outside is dropped (reported)."""
+        the visible part, `hbox` is clipped to the image and the object is truncated; `corners` stay
+        as the file gives them. A box less than `rules.min_visible` inside is dropped (reported)."""
         corners = np.asarray(corners, dtype=np.float64).reshape(4, 2)
         box = hbox_of(corners) if hbox is None else np.asarray(hbox, dtype=np.float64)
         polygon = None
         if not self._inside(corners, box):
             polygon = clip_polygon(corners, 0, 0, self.width, self.height)
+            visible = 0.0 if polygon is None else polygon_area(polygon) / polygon_area(corners)
+            image = f"the {self.width}x{self.height} image"
             if polygon is None or polygon_area(polygon) < self.min_area:
-                self._problem(line, "out_of_image_box",
-                              f"{name} box {_fmt(box)} lies outside the {self.width}x{self.height} image", "dropped")
+                self._problem(line, "out_of_image_box", f"{name} box {_fmt(box)} lies outside {image}", "dropped")
+                return None
+            if visible < self.rules.min_visible:
+                self._problem(line, "out_of_image_box", f"{name} box {_fmt(box)}: {visible:.0%} of it lies inside "
+                              f"{image} (min_visible {self.rules.min_visible:g})", "dropped")
                 return None
             box = self._clip_box(box, polygon)
+            if visible < _WHOLE:  # the rotated box is cut, not only a loose horizontal box
+                truncated = True
+                extras = {**(extras or {}), "visible_fraction": round(float(visible), 4)}
             self._problem(line, "out_of_image_box",
-                          f"{name} box reaches outside the {self.width}x{self.height} image", "clipped")
+                          f"{name} box reaches outside {image} ({visible:.0%} of it inside)", "clipped")
         return ObjectRecord(name, class_id, corners, box, difficult, truncated, polygon, dict(extras or {}))
 
     def _class_id(self, name: str, line: int | None) -> int | None:
@@ -233,6 +246,12 @@ class ObjectChecker:
         if area < self.min_area or box[2] <= box[0] or box[3] <= box[1]:
             self._problem(line, "degenerate_box",
                           f"box {_fmt(corners.ravel())} has area {area:.2f} px^2 (< {self.min_area})")
+            return False
+        scale = self.rules.implausible_scale
+        extent = np.maximum(box[2:] - box[:2], np.ptp(corners, axis=0))  # width, height
+        if (extent > scale * np.array([self.width, self.height])).any():
+            self._problem(line, "implausible_box", f"box {_fmt(corners.ravel())} is more than {scale:g} times the "
+                          f"size of the {self.width}x{self.height} image: a broken coordinate?")
             return False
         return True
 

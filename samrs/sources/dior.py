@@ -23,6 +23,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from samrs.classes import SubsetClasses, normalize_name
+from samrs.errors import ConfigError
 from samrs.geometry import hbox_of
 from samrs.sources.base import Problem, Report, Source, SourceItem
 from samrs.sources.common import (
@@ -67,7 +68,7 @@ class DiorSource(Source):
     ) -> None:
         super().__init__(root, classes)
         if boxes not in BOX_KINDS:
-            raise ValueError(f"boxes={boxes!r}; choose one of {', '.join(BOX_KINDS)}")
+            raise ConfigError(f"boxes={boxes!r}; choose one of {', '.join(BOX_KINDS)}")
         self.split, self.boxes = split, boxes
         self.image_dirs = [self.root / d for d in image_dirs]
         self.annotation_dirs = {kind: self.root / d for kind, d in
@@ -120,7 +121,8 @@ class DiorSource(Source):
                             first.line(first.root.find("size")), report)
         if size is None:
             return None
-        checkers = {kind: ObjectChecker(self.classes, size[0], size[1], doc.path, report, self.min_box_area)
+        checkers = {kind: ObjectChecker(self.classes, size[0], size[1], doc.path, report, self.min_box_area,
+                                        rules=self.border_rules)
                     for kind, doc in docs.items()}
         parsed = {kind: list(self._parse(doc, kind, checkers[kind], report)) for kind, doc in docs.items()}
         if len(parsed) == 2:

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from samrs.classes import DOTA_CLASSES, SubsetClasses
+from samrs.errors import ConfigError
 from samrs.sources.base import Problem, Report, Source, SourceItem
 from samrs.sources.common import ObjectChecker, Split, checked_size, split_items
 from samrs.sources.records import ImageRecord, ObjectRecord
@@ -39,7 +40,7 @@ class DotaSource(Source):
     ) -> None:
         super().__init__(root, classes)
         if str(version) not in DOTA_CLASSES:
-            raise ValueError(f"unknown DOTA version {version!r}; known: {', '.join(DOTA_CLASSES)}")
+            raise ConfigError(f"unknown DOTA version {version!r}; known: {', '.join(DOTA_CLASSES)}")
         self.version = str(version)
         self.split = split
         self.images_dir, self.labels_dir = images_dir, labels_dir
@@ -59,7 +60,8 @@ class DotaSource(Source):
         if lines is None:
             return None
         checker = ObjectChecker(self.classes, size[0], size[1], item.annotation_path, report, self.min_box_area,
-                                DOTA_CLASSES[self.version], f"DOTA v{self.version}")
+                                DOTA_CLASSES[self.version], f"DOTA v{self.version}",
+                                rules=self.border_rules)
         header, objects = parse_label_lines(lines, checker, self.truncated_difficulty)
         return ImageRecord(item.name, item.image_path, size[0], size[1], objects, source=self.name,
                            annotation_path=item.annotation_path, extras=header)

@@ -46,7 +46,8 @@ class Fair1mSource(Source):
         if opened is None:
             return None
         doc, size = opened
-        checker = ObjectChecker(self.classes, size[0], size[1], item.annotation_path, report, self.min_box_area)
+        checker = ObjectChecker(self.classes, size[0], size[1], item.annotation_path, report, self.min_box_area,
+                                rules=self.border_rules)
         objects = [obj for element in doc.root.iter("object")
                    if (obj := self._object(doc, element, checker)) is not None]
         extras = {key: doc.text(doc.root, path, "") for key, path in

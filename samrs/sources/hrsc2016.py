@@ -72,7 +72,8 @@ class Hrsc2016Source(Source):
         if opened is None:
             return None
         doc, size = opened
-        checker = ObjectChecker(self.classes, size[0], size[1], item.annotation_path, report, self.min_box_area)
+        checker = ObjectChecker(self.classes, size[0], size[1], item.annotation_path, report, self.min_box_area,
+                                rules=self.border_rules)
         objects = [obj for element in doc.root.iter("HRSC_Object")
                    if (obj := self._object(doc, element, checker)) is not None]
         segmentation = self._segmentation_path(item.name)

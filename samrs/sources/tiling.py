@@ -13,7 +13,8 @@ Every tile is `size` x `size`: pixels beyond the image (`pad`, or an image small
 (u, v) is the source point (u + x, v + y).
 
 Objects are clipped to the window (and the image) as polygons with shapely. An object keeps its
-place in the tile when at least `min_visible` of its area is inside; a clipped one is marked
+place in the tile when at least `min_visible` of its whole area (also of an object the image
+border cut already) is inside; a clipped one is marked
 `truncated`, its region becomes the clipped polygon, its rotated box the minimum-area rectangle of
 that polygon and its horizontal box the box of the polygon (within the source's own box). Every
 tile object keeps its index in the source record as `extras["source_index"]`.
@@ -26,6 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import shapely
 
+from samrs.errors import ConfigError
 from samrs.geometry import hbox_of, min_area_rect
 from samrs.sources.records import ImageRecord, ObjectRecord
 
@@ -65,11 +67,11 @@ class Tiling:
 
     def __post_init__(self) -> None:
         if self.border not in BORDERS:
-            raise ValueError(f"tiling.border={self.border!r}; choose one of {', '.join(BORDERS)}")
+            raise ConfigError(f"tiling.border={self.border!r}; choose one of {', '.join(BORDERS)}")
         if self.size is not None and not 0 <= self.gap < self.size:
-            raise ValueError(f"tiling.gap={self.gap} must be >= 0 and smaller than tiling.size={self.size}")
+            raise ConfigError(f"tiling.gap={self.gap} must be >= 0 and smaller than tiling.size={self.size}")
         if not 0.0 <= self.min_visible <= 1.0:
-            raise ValueError(f"tiling.min_visible={self.min_visible} must lie in [0, 1]")
+            raise ConfigError(f"tiling.min_visible={self.min_visible} must lie in [0, 1]")
 
     def windows(self, width: int, height: int) -> list[tuple[int, int]]:
         """Top-left (x, y) offsets of the tiles of a width x height image, row by row."""
@@ -125,6 +127,10 @@ class _Clipper:
         # A box with corners out of order is a bow-tie; its convex hull is the box that was meant.
         self.polys = np.array([p if p.is_valid else p.convex_hull for p in polys], dtype=object)
         self.areas = shapely.area(self.polys) if len(objects) else np.zeros(0)
+        # what min_visible is a fraction of: the whole object, also where the image border cut it (the
+        # reader's `visible_fraction`, samrs.sources.common.ObjectChecker)
+        visible = np.array([o.extras.get("visible_fraction", 1.0) for o in objects], dtype=np.float64)
+        self.whole_areas = self.areas / np.maximum(visible, 1e-12)
 
     def clip(self, view: tuple[int, int, int, int], min_visible: float) -> list[ObjectRecord]:
         """Objects of the view (x0, y0, x1, y1), in its coordinates (origin (x0, y0))."""
@@ -142,10 +148,11 @@ class _Clipper:
                 out.append(_shifted(obj, offset, i))
                 continue
             poly = largest_polygon(clipped[i])
-            fraction = 0.0 if poly is None else poly.area / self.areas[i]
-            if poly is None or fraction < min_visible:
+            if poly is None or poly.area / self.whole_areas[i] < min_visible:
                 continue
-            out.append(_shifted(obj, offset, i) if fraction >= _FULL else _truncated(obj, poly, fraction, offset, i))
+            whole = poly.area / self.areas[i] >= _FULL  # the region is not cut any further
+            out.append(_shifted(obj, offset, i) if whole else
+                       _truncated(obj, poly, poly.area / self.whole_areas[i], offset, i))
         return out
 
 

@@ -12,6 +12,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from samrs.errors import ConfigError
+
 NORM_LAYERS = (_BatchNorm, _InstanceNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.LocalResponseNorm)
 
 
@@ -23,8 +25,8 @@ def freeze(net: nn.Module, patterns: Sequence[str]) -> list[str]:
     for pattern in patterns:
         hits = [n for n in names if re.search(pattern, n)]
         if not hits:
-            raise ValueError(f"frozen pattern {pattern!r} matches no parameter; names look like {names[0]!r}, "
-                             f"{names[len(names) // 2]!r}")
+            raise ConfigError(f"frozen pattern {pattern!r} matches no parameter; names look like {names[0]!r}, "
+                              f"{names[len(names) // 2]!r}")
         frozen += hits
     params = dict(net.named_parameters())
     for n in frozen:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from samrs.classes import IGNORE_INDEX
+from samrs.errors import ConfigError
 from samrs.inference import SlidingWindow
 from samrs.metrics import SegmentationMetrics
 from samrs.tasks.optim import cosine_with_warmup, describe_groups, freeze, param_groups
@@ -114,9 +115,9 @@ class SegmentationTask(L.LightningModule):
             if "more than 1 value per channel" not in str(err):
                 raise
             sizes = {k: len(part["mask"]) for k, part in batch.items()}
-            raise ValueError(f"per-subset batch sizes {sizes}: BatchNorm needs at least 2 images of every subset per "
-                             f"step; raise data.batch_size (it is split in proportion to the subset sizes), or use "
-                             f"several GPUs with trainer.sync_batchnorm=true") from err
+            raise ConfigError(f"per-subset batch sizes {sizes}: BatchNorm needs at least 2 images of every subset per "
+                              f"step; raise data.batch_size (it is split in proportion to the subset sizes), or use "
+                              f"several GPUs with trainer.sync_batchnorm=true") from err
         losses, parts = {}, {}
         for subset, out in outs.items():
             mask = batch[subset]["mask"]

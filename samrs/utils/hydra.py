@@ -8,6 +8,9 @@ from typing import Callable
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from samrs.errors import exit_on_user_error
+from samrs.utils.workers import usable_cores
+
 
 def config_dir() -> str:
     """Absolute path of the config tree: samrs/conf in a wheel, <repo>/conf in a source checkout."""
@@ -19,8 +22,10 @@ def config_dir() -> str:
 
 
 def samrs_main(config_name: str) -> Callable:
-    """hydra.main bound to samrs' config tree, independent of the current directory."""
-    return hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
+    """hydra.main bound to samrs' config tree, independent of the current directory; a user error
+    (samrs.errors.UserError) ends the job with `error: <message>` and exit status 2."""
+    main = hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
+    return lambda task: main(exit_on_user_error(task))
 
 
 def run_name_of(ckpt_path: str | None) -> str:
@@ -71,6 +76,13 @@ def labeling_setting(*, _root_: DictConfig) -> str:
     return "_".join([labeler, group_choice("sam", _root_=_root_), group_choice("prompt", _root_=_root_)])
 
 
+def usable_cores_at_most(most: int | None = None) -> int:
+    """`${usable_cores:}`: the CPU cores this process may use; `${usable_cores:8}`: at most 8 of them
+    (worker counts that never exceed the machine, so small machines get no oversubscription warning)."""
+    cores = usable_cores()
+    return cores if most is None else max(0, min(int(most), cores))
+
+
 # Resolvers the configs use; registered when any entry point imports this module.
 if not OmegaConf.has_resolver("run_name_of"):
     OmegaConf.register_new_resolver("run_name_of", run_name_of)
@@ -78,3 +90,5 @@ if not OmegaConf.has_resolver("group_choice"):
     OmegaConf.register_new_resolver("group_choice", group_choice)
 if not OmegaConf.has_resolver("labeling_setting"):
     OmegaConf.register_new_resolver("labeling_setting", labeling_setting)
+if not OmegaConf.has_resolver("usable_cores"):
+    OmegaConf.register_new_resolver("usable_cores", usable_cores_at_most)

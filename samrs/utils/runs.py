@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import sys
+import shutil
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from samrs.models.weights import describe_mismatch
+from samrs.errors import BadFileError, ConfigError, MissingPathError
 from samrs.utils.logging import get_logger
+from samrs.utils.torchfiles import read_torch_file
+
+if TYPE_CHECKING:  # torch only where a checkpoint is read: the label job starts without it
+    import torch
 
 log = get_logger(__name__)
 
@@ -30,16 +34,15 @@ def apply_extras(cfg: DictConfig) -> None:
 
 
 def require_values(cfg: DictConfig) -> None:
-    """A value the config marks `???` and the command line did not give: a one-line message naming it
-    and exit status 2, instead of a traceback from wherever it is first read."""
+    """A value the config marks `???` and the command line did not give: a user error naming it,
+    instead of a traceback from wherever it is first read."""
     missing = sorted(_missing_keys(OmegaConf.to_container(cfg, resolve=False)))
     if missing:
-        job = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "samrs"
         given = " ".join(f"{key}=..." for key in missing)
-        print(f"{job}: required {'value' if len(missing) == 1 else 'values'} not set: {', '.join(missing)}. "
-              f"Give {'it' if len(missing) == 1 else 'them'} on the command line ({given}); `--cfg job` prints the "
-              f"composed config, its comments in conf/ say what each key takes.", file=sys.stderr)
-        sys.exit(2)
+        raise ConfigError(
+            f"required {'value' if len(missing) == 1 else 'values'} not set: {', '.join(missing)}. "
+            f"Give {'it' if len(missing) == 1 else 'them'} on the command line ({given}); `--cfg job` prints the "
+            f"composed config, its comments in conf/ say what each key takes.")
 
 
 def _missing_keys(node: Any, prefix: str = "") -> list[str]:
@@ -71,10 +74,10 @@ def instantiate_dict(cfg: DictConfig | None, kind: type) -> list[Any]:
         if entry is None:
             continue
         if not isinstance(entry, DictConfig) or "_target_" not in entry:
-            raise ValueError(f"{name}: expected a config with _target_, got {entry!r}")
+            raise ConfigError(f"{name}: expected a config with _target_, got {entry!r}")
         obj = hydra.utils.instantiate(entry)
         if not isinstance(obj, kind):
-            raise TypeError(f"{name}: {entry._target_} is not a {kind.__name__}")
+            raise ConfigError(f"{name}: {entry._target_} is not a {kind.__name__}")
         out.append(obj)
     return out
 
@@ -91,18 +94,19 @@ def instantiate_loggers(cfg: DictConfig | None) -> list:
     return instantiate_dict(cfg, Logger)
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
-    """None, "last" (this run's checkpoints/last.ckpt), a run directory or a checkpoint file."""
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, resuming: bool = True) -> str | None:
+    """None, "last" (this run's checkpoints/last.ckpt), a run directory or a checkpoint file; the
+    message for a missing one says what to give to resume a training (`resuming`) or to evaluate."""
     if ckpt_path in (None, "", "null"):
         return None
     path = Path(output_dir) if ckpt_path == "last" else Path(ckpt_path)
     if path.is_dir():
         path = path / "last.ckpt" if (path / "last.ckpt").is_file() else path / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        raise FileNotFoundError(
-            f"ckpt_path={ckpt_path}: no checkpoint at {path}. Resume needs the run directory of an earlier "
-            f"run (same name=...), or a .ckpt file; leave ckpt_path unset to start fresh."
-        )
+        hint = ("Resume needs the run directory of an earlier run (same name=...), or a .ckpt file; leave ckpt_path "
+                "unset to start fresh." if resuming else
+                "Give a training run's directory (logs/train/<name>: its checkpoints/last.ckpt) or a .ckpt file.")
+        raise MissingPathError(f"ckpt_path={ckpt_path}: no checkpoint at {path}. {hint}")
     return str(path)
 
 
@@ -123,25 +127,41 @@ def keep_previous_checkpoints(output_dir: str | Path) -> Path | None:
 def check_resume_checkpoint(model: torch.nn.Module, ckpt_path: str | Path) -> None:
     """Fail before training when a checkpoint to resume from was written by another model (other
     backbone, decoder or class counts), naming the keys that differ."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    from samrs.models.weights import describe_mismatch
+
+    checkpoint = read_lightning_checkpoint(ckpt_path)
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if state is None:
-        raise ValueError(f"ckpt_path={ckpt_path}: not a Lightning checkpoint (no state_dict)")
+        raise BadFileError(f"ckpt_path={ckpt_path}: not a Lightning checkpoint (no state_dict)")
     problem = describe_mismatch({k: v.shape for k, v in model.state_dict().items()}, state)
     if problem:
-        raise ValueError(
+        raise ConfigError(
             f"ckpt_path={ckpt_path} does not fit the model of this config: {problem}. Resume with the experiment "
             f"and overrides that wrote it (see .hydra/overrides.yaml in its run directory), or leave ckpt_path unset "
             f"to start fresh (to start from its weights with new heads, use model.net.pretrained=...)."
         )
 
 
-def run_collector(collect: Callable[[DictConfig], Any], cfg: DictConfig) -> None:
-    """Run a job that gathers files into tables: a missing or unreadable input is a one-line message on
-    stderr and exit status 2, not a traceback."""
-    apply_extras(cfg)
+@contextmanager
+def discard_run_dir_on_failure(output_dir: str | Path) -> Iterator[None]:
+    """Remove the run directory Hydra made for a job that failed before writing anything: it holds
+    only Hydra's own files (.hydra/, the log) and would look like a result."""
     try:
-        collect(cfg)
-    except (FileNotFoundError, ValueError) as err:
-        print(err, file=sys.stderr)
-        sys.exit(2)
+        yield
+    except BaseException:
+        run_dir = Path(output_dir)
+        if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def read_lightning_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint, read lazily (mmap); a cut or foreign file is a one-line user error.
+    Lightning checkpoints pickle their hyper-parameters, hence weights_only=False."""
+    return read_torch_file(ckpt_path, "Lightning checkpoint", weights_only=False, mmap=True)
+
+
+def run_collector(collect: Callable[[DictConfig], Any], cfg: DictConfig) -> None:
+    """Run a job that gathers files into tables (its missing or unreadable inputs are user errors)."""
+    apply_extras(cfg)
+    collect(cfg)

@@ -75,7 +75,9 @@ def test_train_checkpoints_resume_and_evaluate(tmp_path):
     assert kept and torch.load(kept[0], weights_only=False)["global_step"] == 2 * step1
 
     # Evaluate from the run directory alone: model and data come from the checkpoint.
-    run("evaluate", [f"ckpt_path={run_dir}"], tmp_path)
+    evaluation = run("evaluate", [f"ckpt_path={run_dir}"], tmp_path)
+    printed = evaluation.stdout + evaluation.stderr
+    assert "results (val split):" in printed and "fast: mIoU " in printed  # the headline metrics
     metrics = json.loads((tmp_path / "logs/evaluate/demo/metrics.json").read_text())
     assert set(metrics["scores"]) == {"sota", "sior", "fast"}
     assert len(metrics["scores"]["fast"]["IoU"]) == 37

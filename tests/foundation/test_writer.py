@@ -11,6 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from samrs.classes import subset_classes
+from samrs.errors import ConfigError
 from samrs.labeling.base import InstanceMask
 from samrs.labeling.overlap import colorize, paint_label_map
 from samrs.labeling.rle import crop_to_rle, rle_to_mask
@@ -88,16 +89,31 @@ def test_generated_subset_files_agree_with_the_scenes(tmp_path):
     assert mode & stat.S_IRGRP and mode & stat.S_IROTH, "written files must be readable by others"
 
 
-def test_generated_subset_is_reused_then_regenerated_on_other_parameters(tmp_path):
+def test_generated_subset_is_reused_and_never_replaced(tmp_path):
     root = write_generated_subset(tmp_path / "s", "sior", count=3, size=64, progress=False)
     first = (root / "instances.json").stat().st_mtime_ns
     write_generated_subset(tmp_path / "s", "sior", count=3, size=64, progress=False)
     assert (root / "instances.json").stat().st_mtime_ns == first
-    write_generated_subset(tmp_path / "s", "sior", count=4, size=64, progress=False)
-    assert len(json.loads((root / "instances.json").read_text())["images"]) == 4
-    (root / "meta.json").write_text(json.dumps({"source": "dota"}))
-    with pytest.raises(FileExistsError, match="not generated"):
-        write_generated_subset(tmp_path / "s", "sior", count=3, size=64, progress=False)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    with pytest.raises(ConfigError, match=r"other settings \(count differ\).*empty or new --out"):
+        write_generated_subset(tmp_path / "s", "sior", count=4, size=64, progress=False)
+    assert sorted(p for p in root.rglob("*") if p.is_file()) == files
+    assert (root / "instances.json").stat().st_mtime_ns == first
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "NOTES.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty and was not generated"):
+        write_generated_subset(tmp_path / "mine", "sior", count=3, size=64, progress=False)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["NOTES.txt"]
+
+
+def test_an_interrupted_generation_is_finished(tmp_path):
+    settings = dict(count=3, size=64, progress=False)
+    root = write_generated_subset(tmp_path / "s", "sior", **settings)
+    (root / "instances.json").unlink()
+    marker = json.loads((root / ".generated.json").read_text())
+    (root / ".generated.json").write_text(json.dumps({**marker, "complete": False}))
+    write_generated_subset(tmp_path / "s", "sior", **settings)
+    assert len(json.loads((root / "instances.json").read_text())["images"]) == 3
 
 
 def test_writer_resumes_from_parts_and_splits_are_stable(tmp_path):

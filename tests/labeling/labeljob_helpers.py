@@ -81,5 +81,10 @@ def instances(out: Path) -> dict:
     return json.loads((out / "instances.json").read_text())
 
 
+def file_bytes(folder: Path) -> dict[str, bytes]:
+    """relative path -> content of every file under `folder`, hidden bookkeeping included."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def mtimes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.is_dir() else {}

@@ -24,8 +24,10 @@ LABELS = {
               "10 10 40 10 40",  # 4: malformed
               "50 50 80 50 80 80 50 80 spaceship 0",  # 5: unknown class
               "20 20 20 20 20 20 20 20 ship 0",  # 6: degenerate
-              "90 60 120 60 120 90 90 90 ship 0",  # 7: partly outside: clipped
-              "200 200 220 200 220 220 200 220 ship 0"],  # 8: wholly outside: dropped
+              "80 60 105 60 105 90 80 90 ship 0",  # 7: 80 % inside: clipped, truncated
+              "200 200 220 200 220 220 200 220 ship 0",  # 8: wholly outside: dropped
+              "95 10 125 10 125 40 95 40 ship 0",  # 9: 17 % inside (< min_visible 0.7): dropped
+              "0 0 1e12 0 1e12 1e12 0 1e12 ship 0"],  # 10: a broken coordinate: implausible
     "P0001": [GOOD],  # no image
     "P0003": [GOOD],  # the image is truncated: its header reads, its pixels do not decode
     "P0004": ["imagesource:GoogleEarth", "gsd:0.5"],  # no object
@@ -36,6 +38,8 @@ EXPECTED = {  # (kind, file, line, action)
     ("degenerate_box", "P0000.txt", 6, "skipped"),
     ("out_of_image_box", "P0000.txt", 7, "clipped"),
     ("out_of_image_box", "P0000.txt", 8, "dropped"),
+    ("out_of_image_box", "P0000.txt", 9, "dropped"),
+    ("implausible_box", "P0000.txt", 10, "skipped"),
     ("missing_image", "P0001.txt", None, "skipped"),
     ("missing_annotation", "P0002.png", None, "skipped"),
     ("unreadable_image", "P0003.png", None, "skipped"),
@@ -68,19 +72,23 @@ def test_every_kind_of_bad_input_is_reported_and_skipped(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert found(report) == EXPECTED
     assert report["counts"]["problems"] == len(EXPECTED)
-    assert report["counts"]["by_kind"]["out_of_image_box"] == {"clipped": 1, "dropped": 1}
+    assert report["counts"]["by_kind"]["out_of_image_box"] == {"clipped": 1, "dropped": 2}
     for p in report["problems"]:
-        assert p["message"]
+        assert p["message"] and p["path"] not in p["message"]  # the path starts the line already
+    (unreadable,) = [p["message"] for p in report["problems"] if p["kind"] == "unreadable_image"]
+    assert unreadable.startswith("cannot decode the image (") and unreadable.count("cannot decode") == 1
     # the good and the clipped box are labeled; the image without objects is kept, all 255
     assert [Path(i["file_name"]).stem for i in instances(out)["images"]] == ["P0000", "P0004"]
     label = read_label(out / "labels" / "P0000.png")
-    assert (label[10:40, 10:40] == 4).all() and (label[60:90, 90:100] == 5).all()
+    assert (label[10:40, 10:40] == 4).all() and (label[60:90, 80:100] == 5).all()
+    assert (label[:, 40:80] == 255).all()  # nothing of the dropped or implausible boxes
+    assert [a["truncated"] for a in instances(out)["annotations"]] == [False, True]
     assert (read_label(out / "labels" / "P0004.png") == 255).all()
     assert meta["counts"]["empty_images"] == 1 and report["counts"]["empty_images"] == 1
     printed = capsys.readouterr().out
     for kind, *_ in EXPECTED:
         assert f"  {kind}: " in printed
-    assert "problems: 9" in printed and f"output: {out}/" in printed
+    assert "problems: 11" in printed and f"output: {out}/" in printed
     assert "kept region" not in printed  # polygon_fill predicts nothing beyond a region
 
     # resuming a finished run reads everything again and loses no problem

@@ -17,6 +17,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from samrs.errors import exit_on_user_error
 from samrs.label import label, run_job
 from samrs.labeling.job import UsageError
 from samrs.utils.hydra import config_dir
@@ -93,9 +94,10 @@ def test_a_run_without_segmented_images_ends_with_nothing_to_score(hrsc_root, tm
         cfg = compose("label_quality", overrides=[f"source.root={root}", "labeler=polygon_fill", f"output_dir={out}",
                                                   f"trainer.default_root_dir={tmp_path}", *COMMON])
     with pytest.raises(SystemExit) as exit_status:
-        run_job(cfg)
-    assert exit_status.value.code == 1
+        exit_on_user_error(run_job)(cfg)  # as samrs_main runs it
+    assert exit_status.value.code == 2
     printed = capsys.readouterr()
+    assert printed.err.count("\n") == 2 and "\nerror: label quality: nothing to score" in printed.err
     assert "labeled 0 images" in printed.out and "warning: no image was labeled" in printed.err
     assert "nothing to score, no image with ground-truth masks was labeled" in printed.err
     assert "source.segmentation_dir" in printed.err and str(root) in printed.err

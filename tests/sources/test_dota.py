@@ -131,9 +131,9 @@ BAD_LABELS = "\n".join([
     "10 10 40 10 40 40 10 40 spaceship 0",  # 8: unknown class
     "10 10 10 10 10 10 10 10 plane 0",  # 9: zero area
     "10 10 nan 10 40 40 10 40 plane 0",  # 10: NaN
-    "90 10 130 10 130 40 90 40 ship 0",  # 11: partly outside the 100x80 image: clipped
+    "80 10 105 10 105 40 80 40 ship 0",  # 11: 80 % inside the 100x80 image: clipped
     "200 10 240 10 240 40 200 40 ship 0",  # 12: wholly outside: dropped
-    "-5 -5 20 -5 20 20 -5 20 ship 0",  # 13: negative coordinates: clipped
+    "-2 -2 20 -2 20 20 -2 20 ship 0",  # 13: negative coordinates, 83 % inside: clipped
 ])
 
 
@@ -151,9 +151,10 @@ def test_every_bad_line_is_reported_with_its_line(tmp_path, problems):
     assert record.extras == {"imagesource": "GoogleEarth", "gsd": None}
     assert [o.name for o in record.objects] == ["plane", "plane", "ship", "ship"]
     partly = record.objects[2]
-    np.testing.assert_array_equal(partly.hbox, [90, 10, 100, 40])
-    np.testing.assert_array_equal(partly.corners[0], [90, 10])  # the file's box is kept as given
-    assert polygon_area(partly.polygon) == pytest.approx(10 * 30)
+    np.testing.assert_array_equal(partly.hbox, [80, 10, 100, 40])
+    np.testing.assert_array_equal(partly.corners[0], [80, 10])  # the file's box is kept as given
+    assert polygon_area(partly.polygon) == pytest.approx(20 * 30)
+    assert partly.truncated and partly.extras["visible_fraction"] == 0.8
     np.testing.assert_array_equal(record.objects[3].hbox, [0, 0, 20, 20])
 
 

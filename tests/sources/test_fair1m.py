@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from samrs.classes import subset_classes
-from samrs.geometry import hbox_of, polygon_area
+from samrs.geometry import clip_polygon, hbox_of, polygon_area
 from samrs.sources.base import BadInputError, raise_problem
 from samrs.sources.fair1m import Fair1mSource, fair1m_name
 
@@ -49,7 +49,10 @@ def test_real_files(real_fair1m, problems):
     assert [r.name for r in records] == ["0", "1", "10"]
     for record in records:
         boxes = file_boxes(record.annotation_path)
-        usable = [(n, c) for n, c in boxes if polygon_area(c) >= 1]
+        inside = [polygon_area(clip_polygon(c, 0, 0, record.width, record.height)) / polygon_area(c)
+                  if polygon_area(c) >= 1 else 0 for _, c in boxes]
+        # (1.xml's trucks at lines 66 and 306 are 68 % and 50 % inside their image: dropped as a tile drops them)
+        usable = [(n, c) for (n, c), share in zip(boxes, inside) if share >= 0.7]
         assert Counter(o.name for o in record.objects) == Counter(n for n, _ in usable)
         assert [o.class_id for o in record.objects] == [FAST.id_of(n) for n, _ in usable]
         for obj, (_, corners) in zip(record.objects, usable):

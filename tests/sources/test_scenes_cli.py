@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -63,3 +64,26 @@ def test_cli_module_entry_point_and_bad_arguments(tmp_path):
     assert bad.returncode == 2 and "invalid choice: 'coco'" in bad.stderr
     with pytest.raises(SystemExit):
         main(["--format", "dota", "--out", str(tmp_path), "--size", "8"])
+
+
+@pytest.mark.parametrize("fmt", ["dota", "dior", "hrsc2016"])
+def test_cli_prints_the_source_root_and_split_to_label_it(tmp_path, capsys, fmt):
+    """Under a folder with a space and a comma in its name: the printed overrides, split as a shell
+    splits them, compose into a label config whose source lists the scenes of the split named."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from samrs.utils.hydra import config_dir
+
+    out = tmp_path / "my scenes, v2"
+    main(["--format", fmt, "--out", str(out), "--count", "4", "--size", "64"])
+    commands = [line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("label it")]
+    assert len(commands) == len(READERS[fmt])
+    for command in commands:
+        args = shlex.split(command)
+        assert args[:3] == ["python", "-m", "samrs.label"]
+        with initialize_config_dir(config_dir(), version_base="1.3"):
+            cfg = compose("label", overrides=args[3:])
+        assert str(cfg.output_dir).startswith(str(out))
+        listed = (out / "ImageSets" / "test.txt").read_text().split() if fmt == "hrsc2016" else range(4)  # its split
+        assert len(instantiate(cfg.source).items(pytest.fail)) == len(listed) > 0

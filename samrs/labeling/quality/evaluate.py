@@ -34,6 +34,7 @@ from typing import Any, Callable
 from rich.progress import track
 
 from samrs.analysis.coco_stream import iter_annotations, iter_images
+from samrs.errors import BadFileError, ConfigError, MissingPathError
 from samrs.labeling.quality.metrics import QualityMeter
 from samrs.labeling.quality.truth import CropLike, crop_in_window, has_truth
 from samrs.labeling.rle import crop_to_rle, rle_intersection_union
@@ -68,13 +69,13 @@ def iter_labeled_images(instances_path: Path) -> Iterator[tuple[dict[str, Any], 
             pending = next(annotations, None)
         passed.add(image["id"])
         if pending is not None and pending.get("image_id") in passed:
-            raise ValueError(f"{instances_path}: annotations are not in the order of the images (as samrs.label "
-                             f"writes them): annotation {pending.get('id')} of image {pending.get('image_id')} "
-                             "comes after those of later images")
+            raise BadFileError(f"{instances_path}: annotations are not in the order of the images (as samrs.label "
+                               f"writes them): annotation {pending.get('id')} of image {pending.get('image_id')} "
+                               "comes after those of later images")
         yield image, group
     if pending is not None:
-        raise ValueError(f"{instances_path}: annotation {pending.get('id')} refers to image "
-                         f"{pending.get('image_id')}, which 'images' does not list")
+        raise BadFileError(f"{instances_path}: annotation {pending.get('id')} refers to image "
+                           f"{pending.get('image_id')}, which 'images' does not list")
 
 
 @dataclass
@@ -142,11 +143,11 @@ def read_meta(root: Path, source: Source) -> dict[str, Any]:
     """The subset's meta.json, checked to come from `source`."""
     path = root / "meta.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no meta.json; label quality is measured on a finished samrs.label output")
+        raise MissingPathError(f"{path}: no meta.json; label quality is measured on a finished samrs.label output")
     meta = json.loads(path.read_text())
     if meta.get("source") != source.name:
-        raise ValueError(f"{root} was labeled from source {meta.get('source')!r}, not {source.name!r}: "
-                         "give the source it was labeled from")
+        raise ConfigError(f"{root} was labeled from source {meta.get('source')!r}, not {source.name!r}: "
+                          "give the source it was labeled from")
     return meta
 
 
@@ -155,8 +156,8 @@ def evaluate_subset(subset_dir: str | Path, source: Source, *, instances_csv: bo
     """Score the subset at `subset_dir` (written by samrs.label from `source`) against the source's
     ground-truth masks; write quality.json (and quality_instances.csv) there and return the report."""
     if not has_truth(source):
-        raise ValueError(f"source {source.name} has no ground-truth masks (instance_crops): "
-                         "label quality needs hrsc2016 or isaid")
+        raise ConfigError(f"source {source.name} has no ground-truth masks (instance_crops): "
+                          "label quality needs hrsc2016 or isaid")
     root = Path(subset_dir)
     meta = read_meta(root, source)
     tiling = Tiling(**meta.get("tiling") or {})

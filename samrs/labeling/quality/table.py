@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from samrs.errors import BadFileError, MissingPathError
 from samrs.labeling.quality.evaluate import QUALITY_FILE
 
 # How the paper writes each prompt type (Sec. 2.3); combinations are joined with " + ".
@@ -71,15 +72,15 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
     runs = []
     for path in map(Path, paths):
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file or directory")
+            raise MissingPathError(f"{path}: no such file or directory")
         for file in [path] if path.is_file() else sorted(path.rglob(QUALITY_FILE)):
             try:
                 runs.append(Run(file, json.loads(file.read_text())))
             except json.JSONDecodeError as err:
-                raise ValueError(f"{file}: not valid JSON ({err})") from None
+                raise BadFileError(f"{file}: not valid JSON ({err})") from None
     if not runs:
-        raise FileNotFoundError(f"no {QUALITY_FILE} under {', '.join(map(str, paths))}: score runs first "
-                                "(python -m samrs.label_quality, or samrs.label with quality.enabled=true)")
+        raise MissingPathError(f"no {QUALITY_FILE} under {', '.join(map(str, paths))}: score runs first "
+                               "(python -m samrs.label_quality, or samrs.label with quality.enabled=true)")
     return runs
 
 

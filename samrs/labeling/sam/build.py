@@ -18,6 +18,9 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from samrs.errors import BadFileError, ConfigError, MissingPathError
+from samrs.utils.torchfiles import UnreadableTorchFile, read_torch_file
+
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
 _HASH_BLOCK = 1 << 20
 
@@ -63,17 +66,20 @@ def _describe(signature: tuple[int | None, int]) -> str:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and torch errors all mean "not a readable checkpoint"
+        obj = read_torch_file(path, "SAM checkpoint", weights_only=True)
+    except UnreadableTorchFile as err:
+        if err.truncated:
+            raise BadFileError(f"{path}: truncated SAM checkpoint: the file ends early (an interrupted download "
+                               "or copy); download it again") from None
         # Not torch's text: it advises loading with weights_only=False, i.e. running the file's pickled code.
-        raise ValueError(f"{path}: not a SAM checkpoint: PyTorch reads no plain file of tensors there "
-                         f"({type(err).__name__}). SAM checkpoints are segment-anything's sam_vit_h_4b8939.pth, "
-                         "sam_vit_l_0b3195.pth or sam_vit_b_01ec64.pth") from None
+        raise BadFileError(f"{path}: not a SAM checkpoint: PyTorch reads no plain file of tensors there "
+                           f"({type(err.__cause__).__name__}). SAM checkpoints are segment-anything's "
+                           "sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth or sam_vit_b_01ec64.pth") from None
     for wrapper in ("model", "state_dict"):  # training frameworks often nest the weights
         if isinstance(obj, dict) and set(obj) == {wrapper} and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]
     if not isinstance(obj, dict) or not any(k.startswith("image_encoder.") for k in obj):
-        raise ValueError(f"{path}: not a SAM checkpoint (no image_encoder.* weights in its state_dict)")
+        raise BadFileError(f"{path}: not a SAM checkpoint (no image_encoder.* weights in its state_dict)")
     return obj
 
 
@@ -84,8 +90,9 @@ def check_architecture(state_dict: dict[str, torch.Tensor], model_type: str, pat
         return
     looks_like = next((t for t in MODEL_TYPES if found == _registry_signature(t)), None)
     if looks_like:
-        raise ValueError(f"{path}: this looks like a {looks_like} checkpoint, you chose {model_type}; use sam={looks_like}")
-    raise ValueError(
+        raise ConfigError(f"{path}: this looks like a {looks_like} checkpoint, you chose {model_type}; "
+                          f"use sam={looks_like}")
+    raise BadFileError(
         f"{path}: this looks like no SAM I know ({_describe(found)}), you chose {model_type} "
         f"({_describe(_registry_signature(model_type))})"
     )
@@ -95,18 +102,18 @@ def _load_weights(model: Sam, state_dict: dict[str, torch.Tensor], path: Path, m
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as err:  # same encoder signature, other shapes or keys
-        raise ValueError(f"{path}: its weights do not fit {model_type}: {err}") from err
+        raise BadFileError(f"{path}: its weights do not fit {model_type}: {err}") from err
 
 
 def _check_model_type(model_type: str) -> None:
     if model_type not in MODEL_TYPES:
-        raise ValueError(f"SAM model type {model_type!r}: choose one of {list(MODEL_TYPES)}")
+        raise ConfigError(f"SAM model type {model_type!r}: choose one of {list(MODEL_TYPES)}")
 
 
 def _existing(checkpoint: str | os.PathLike, model_type: str) -> Path:
     path = Path(checkpoint).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"SAM checkpoint {path} ({model_type}) does not exist")
+        raise MissingPathError(f"SAM checkpoint {path} ({model_type}) does not exist")
     return path
 
 
@@ -114,7 +121,7 @@ def load_sam(model_type: str, checkpoint: str | os.PathLike | None) -> LoadedSam
     """SAM `model_type` (vit_h, vit_l, vit_b) with the weights of `checkpoint`, in eval mode."""
     _check_model_type(model_type)
     if checkpoint is None:
-        raise ValueError(
+        raise ConfigError(
             f"no SAM checkpoint given for sam={model_type}: pass sam.checkpoint=FILE "
             "(e.g. sam_vit_h_4b8939.pth from the segment-anything release)"
         )

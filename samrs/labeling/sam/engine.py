@@ -30,6 +30,7 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from samrs.errors import ConfigError
 from samrs.labeling.base import InstanceMask
 from samrs.labeling.sam.decoder import choose_masks, decode_tokens, window_logits
 from samrs.labeling.sam.frames import SamFrame
@@ -95,11 +96,11 @@ class SamEngine:
         max_window_pixels: int = 1 << 20,
     ) -> None:
         if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r}: choose one of {list(PRECISIONS)}")
+            raise ConfigError(f"precision {precision!r}: choose one of {list(PRECISIONS)}")
         if min(chunk_size, encoder_batch_size, max_window_pixels) < 1:
-            raise ValueError("chunk_size, encoder_batch_size and max_window_pixels must be >= 1")
+            raise ConfigError("chunk_size, encoder_batch_size and max_window_pixels must be >= 1")
         if margin_frac < 0 or margin_px < 0 or outside_band_px < 0:
-            raise ValueError("margin_frac, margin_px and outside_band_px must be >= 0")
+            raise ConfigError("margin_frac, margin_px and outside_band_px must be >= 0")
         self.sam = sam
         self.prompt = prompt
         self.chunk_size = chunk_size

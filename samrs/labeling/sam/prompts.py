@@ -26,6 +26,7 @@ import torch
 from matplotlib.path import Path as PolygonPath
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from samrs.errors import ConfigError
 from samrs.geometry import hbox_of
 from samrs.labeling.fill import box_corners
 from samrs.labeling.sam.frames import SamFrame
@@ -49,10 +50,10 @@ class PromptSpec:
         object.__setattr__(self, "types", types)
         unknown = [t for t in types if t not in PROMPT_TYPES]
         if not types or unknown:
-            raise ValueError(f"prompt types {list(types)}: give one or more of {list(PROMPT_TYPES)}")
+            raise ConfigError(f"prompt types {list(types)}: give one or more of {list(PROMPT_TYPES)}")
         for family in (POINT_PROMPTS, BOX_PROMPTS, MASK_PROMPTS):
             if sum(t in family for t in types) > 1:
-                raise ValueError(
+                raise ConfigError(
                     f"prompt types {list(types)}: at most one of {list(family)} (SAM takes one per prompt)"
                 )
 
