@@ -92,7 +92,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     protocol = protocol_label(val_mode, inference, absent)
     write_scores(out_dir, scores, datamodule.class_names, checkpoint=ckpt_path, split=cfg.split, protocol=protocol,
                  inference=inference, absent_classes=absent, metric_exclude=datamodule.metric_exclude)
-    log.info("results (%s split, protocol: %s):\n  %s\nmetrics written to %s", cfg.split, protocol, headline(scores),
+    log.info("results (%s split):\n  %s\nprotocol: %s\nmetrics written to %s", cfg.split, headline(scores), protocol,
              out_dir / "metrics.md")
     return scores
 

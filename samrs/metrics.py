@@ -17,6 +17,7 @@ import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from samrs.classes import IGNORE_INDEX
+from samrs.errors import ConfigError
 from samrs.utils.io import write_json, write_text
 
 SCORES_JSON, SCORES_MD = "metrics.json", "metrics.md"
