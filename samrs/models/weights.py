@@ -45,6 +45,25 @@ def describe_mismatch(expected: Mapping[str, torch.Size], found: Mapping[str, to
     return "; ".join(parts)
 
 
+def unwrap_checkpoint(obj: Any, prefixes: Sequence[str] = ("backbone.", "encoder.")) -> dict[str, torch.Tensor]:
+    """The backbone tensors of a published weight file, as the official loaders read them: the dict
+    under "state_dict" or "model" (or the file itself), without DataParallel's `module.` and, when
+    any key has one, only the keys under the first of `prefixes` found (a segmentation or MoBY
+    checkpoint: `backbone.*` / `encoder.*`; its decoder and heads are not backbone weights)."""
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise ValueError("not a weight file: expected a state_dict, plain or under 'state_dict' / 'model'")
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    for prefix in prefixes:
+        if any(k.startswith(prefix) for k in state):
+            # a DataParallel-wrapped part saves as `encoder.module.*`
+            return {k[len(prefix):].removeprefix("module."): v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Segmentor weights (keys as in `MultiHeadSegmentor.state_dict()`) and metadata from an export of
     this package, a Lightning checkpoint of `SegmentationTask`, or a bare state_dict file."""
