@@ -1,4 +1,5 @@
 """Evaluate a checkpoint: python -m samrs.evaluate ckpt_path=FILE [split=val] [evaluate.flip=true] [data=...].
+An official SAMRS model file: python -m samrs.evaluate ckpt_path=FILE model=<config> data=<config>.
 
 The model is rebuilt from the config that samrs.train stored in the checkpoint; the data too, unless
 the command names one. Every image of the split is evaluated whole, by sliding-window inference
@@ -20,8 +21,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from samrs.callbacks import SavePredictions
 from samrs.inference import SlidingWindow
 from samrs.metrics import write_scores
+from samrs.models.official import file_backbone_kwargs, is_official, official_state, read_official
 from samrs.utils.hydra import samrs_main
 from samrs.utils.logging import get_logger
+from samrs.train import fill_heads_from_data
 from samrs.utils.runs import apply_extras, resolve_ckpt_path
 
 log = get_logger(__name__)
@@ -58,15 +61,48 @@ def untrained_model_config(model_cfg: DictConfig) -> DictConfig:
     return model_cfg
 
 
+def official_train_config(cfg: DictConfig, ckpt_path: str) -> tuple[DictConfig, None]:
+    """For an official SAMRS model file: the "training config" the evaluation takes its model and
+    window from, composed of `model=` and `data=` (required), with the backbone's build arguments
+    that follow from the file (the image size of the official ViT)."""
+    if cfg.get("data") is None:
+        raise ValueError(f"{ckpt_path} is evaluated with model={cfg.model.net.backbone.name}...: name its data too "
+                         f"(data=potsdam, data=isaid or data=samrs)")
+    model_cfg = untrained_model_config(cfg.model)
+    state = read_official(ckpt_path)
+    if not is_official(state):
+        raise ValueError(f"{ckpt_path}: model= is for official SAMRS model files (encoder.*, decoder.*, semseghead*); "
+                         f"a samrs checkpoint carries its own model, leave model= out")
+    with open_dict(model_cfg):
+        for key, value in file_backbone_kwargs(model_cfg.net.backbone.name, state).items():
+            model_cfg.net.backbone.setdefault(key, value)
+        if model_cfg.get("inference") is None and OmegaConf.select(cfg, "data.tiling.size") is not None:
+            model_cfg.inference = {"window": cfg.data.tiling.size}  # the official test: the tile size
+    return OmegaConf.create({"model": model_cfg, "data": cfg.data}), None
+
+
+def official_model(train_cfg: DictConfig, ckpt_path: str, datamodule: Any) -> Any:
+    """The SegmentationTask of `model=` with the data's heads, holding the official file's weights."""
+    fill_heads_from_data(train_cfg, datamodule)
+    model = hydra.utils.instantiate(train_cfg.model)
+    model.net.load_state_dict(official_state(read_official(ckpt_path), model.net))
+    log.info("evaluating the official SAMRS model %s as %s", ckpt_path, train_cfg.model.net.backbone.name)
+    return model
+
+
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
-    train_cfg, state_dict = read_checkpoint(ckpt_path)
+    official = cfg.get("model") is not None  # an official SAMRS file, its architecture named by model=
+    train_cfg, state_dict = official_train_config(cfg, ckpt_path) if official else read_checkpoint(ckpt_path)
     data_cfg = (cfg.data if cfg.get("data") is not None else train_cfg.data).copy()
     with open_dict(data_cfg):
         data_cfg.val_mode, data_cfg.val_split = "whole", cfg.split
     datamodule = hydra.utils.instantiate(data_cfg)
-    model = hydra.utils.instantiate(untrained_model_config(train_cfg.model))
-    model.load_state_dict(state_dict)
+    if official:
+        model = official_model(train_cfg, ckpt_path, datamodule)
+    else:
+        model = hydra.utils.instantiate(untrained_model_config(train_cfg.model))
+        model.load_state_dict(state_dict)
     model.inference = sliding_window(cfg.evaluate, train_cfg)
     out_dir = Path(cfg.paths.output_dir)
     callbacks = [SavePredictions(str(out_dir / "predictions"))] if cfg.evaluate.save_predictions else []

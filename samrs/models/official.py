@@ -111,6 +111,15 @@ def file_backbone_kwargs(name: str, state: Mapping[str, torch.Tensor]) -> dict[s
     return {}
 
 
+def file_decoder_kwargs(decoder: str, state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The decoder widths a file holds (official: UperNet as wide as the second level, UNet 512-256-128-64)."""
+    if decoder == "upernet" and "decoder.fpn_bottleneck.conv.weight" in state:
+        return {"channels": state["decoder.fpn_bottleneck.conv.weight"].shape[0]}
+    widths = [state[f"decoder.blocks.{i}.conv2.0.weight"].shape[0] for i in range(4)
+              if f"decoder.blocks.{i}.conv2.0.weight" in state]
+    return {"decoder_channels": widths} if decoder == "unet" and len(widths) == 4 else {}
+
+
 def official_state(state: Mapping[str, torch.Tensor], net: MultiHeadSegmentor,
                    parts: Sequence[str] = ("backbone", "decoder", "heads")) -> dict[str, torch.Tensor]:
     """An official file's tensors (after read_official) as `net`'s state_dict keys, for `parts` of
@@ -181,14 +190,16 @@ def _head_state(state: Mapping[str, torch.Tensor], net: MultiHeadSegmentor) -> d
     return out
 
 
-def build_official(backbone: str, decoder: str, heads: Mapping[str, int], **backbone_kwargs: Any) -> MultiHeadSegmentor:
+def build_official(backbone: str, decoder: str, heads: Mapping[str, int], decoder_kwargs: Mapping[str, Any] | None = None,
+                   **backbone_kwargs: Any) -> MultiHeadSegmentor:
     """The samrs model of an official `--backbone` / `--decoder` pair: the official decoder width
     (UperNet: the second level's channels) and classifier, randomly initialised."""
     if backbone not in BACKBONES:
         raise ValueError(f"unknown official backbone {backbone!r}: one of {', '.join(sorted(BACKBONES))}")
     if decoder not in DECODERS:
         raise ValueError(f"unknown official decoder {decoder!r}: one of {', '.join(DECODERS)}")
-    return MultiHeadSegmentor(TimmBackbone(BACKBONES[backbone], **backbone_kwargs), partial(DECODERS[decoder]), heads)
+    return MultiHeadSegmentor(TimmBackbone(BACKBONES[backbone], **backbone_kwargs),
+                              partial(DECODERS[decoder], **(decoder_kwargs or {})), heads)
 
 
 def load_official(path: str | os.PathLike, backbone: str, decoder: str, subsets: Sequence[str] | None = None,
@@ -199,7 +210,8 @@ def load_official(path: str | os.PathLike, backbone: str, decoder: str, subsets:
     model's (the official code applies the head at full resolution after a bilinear x4 upsampling;
     samrs applies it first and upsamples the logits: the same numbers, as both are linear).
     `subsets` names the heads (default: sota/sior/fast, or potsdam / isaid by class count);
-    `backbone_kwargs` go to the timm model (the image size of vit_b follows from the file)."""
+    `backbone_kwargs` go to the timm model; the image size of vit_b and the decoder's widths follow
+    from the file."""
     state = read_official(path)
     if not is_official(state):
         raise ValueError(f"{path}: not an official SAMRS model (no encoder.* and semseghead* weights)")
@@ -208,7 +220,7 @@ def load_official(path: str | os.PathLike, backbone: str, decoder: str, subsets:
     if len(names) != len(heads):
         raise ValueError(f"{path} has {len(heads)} heads ({', '.join(heads)}); got subsets {names}")
     kwargs = {**file_backbone_kwargs(BACKBONES.get(backbone, backbone), state), **backbone_kwargs}
-    net = build_official(backbone, decoder, dict(zip(names, heads.values())), **kwargs)
+    net = build_official(backbone, decoder, dict(zip(names, heads.values())), file_decoder_kwargs(decoder, state), **kwargs)
     try:
         net.load_state_dict(official_state(state, net), strict=True)
     except ValueError as err:
