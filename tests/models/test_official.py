@@ -11,12 +11,16 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from official_helpers import assert_matches, fill_like_official, fill_tensor, key_shapes, official_input
 
+from samrs.evaluate import evaluate
 from samrs.models import MultiHeadSegmentor, TimmBackbone, UNetDecoder, UperNetDecoder, load_pretrained
 from samrs.models.backbone import convert_weights
 from samrs.models.backbones.swin_t import relative_position_index
 from samrs.models.official import load_official
+from samrs.utils.hydra import config_dir
 
 FIXTURES = Path(__file__).parent / "official_fixtures"
 SEGMENTORS = ["resnet50_upernet", "resnet50_unet", "swin_t_upernet", "vit_b_upernet"]
@@ -171,3 +175,23 @@ def test_vit_b_converts_mae_and_beit_files_as_the_official_loader(tmp_path):
     mae["blocks.0.attn.unknown"] = torch.zeros(3)
     with pytest.raises(ValueError, match=r"unexpected blocks\.0\.attn\.unknown"):
         convert_weights("vit_b", mae, small, "mae.pth")
+
+
+@pytest.mark.slow
+def test_evaluate_scores_an_official_fine_tuned_model(tmp_path):
+    """python -m samrs.evaluate ckpt_path=FILE model=... data=...: a released fine-tuned model, scored."""
+    spec = fixture("official_swin_t_upernet")["finetune"]
+    path = official_file(tmp_path / "best_swint_upernet_finetune_model.pth", spec["keys"])
+    overrides = [f"ckpt_path={path}", "model=swin_t_upernet_debug", "model.net.backbone.depths=[1,2,1,2]",
+                 "model.net.decoder.channels=null", "data=potsdam_debug", f"paths.data_dir={tmp_path / 'data'}",
+                 f"paths.output_dir={tmp_path / 'out'}", "trainer=cpu"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("evaluate", overrides=overrides)
+    scores = evaluate(cfg)
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert list(report["scores"]) == ["potsdam"] and report["scores"]["potsdam"]["OA"] == scores["potsdam"]["OA"]
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        wrong = compose("evaluate", overrides=[*overrides[:1], "model=r50_upernet_debug", *overrides[4:]])
+    with pytest.raises(ValueError, match="the official encoder does not fit timm model resnet50"):
+        evaluate(wrong)

@@ -125,6 +125,8 @@ class VisionTransformer(LevelsBackbone):
         if output_fmt != "NCHW":
             raise ValueError("vit_b gives NCHW levels only")
         take, _ = feature_take_indices(4, indices)
+        if x.shape[2] % self.patch_size or x.shape[3] % self.patch_size:
+            raise ValueError(f"vit_b takes sides that are multiples of {self.patch_size}, got {tuple(x.shape[2:])}")
         x = self.patch_embed(x)
         grid = x.shape[2:]
         x = self.pos_drop(x.flatten(2).transpose(1, 2) + resize_pos_embed(self.pos_embed, grid))
