@@ -195,3 +195,22 @@ def test_evaluate_scores_an_official_fine_tuned_model(tmp_path):
         wrong = compose("evaluate", overrides=[*overrides[:1], "model=r50_upernet_debug", *overrides[4:]])
     with pytest.raises(ValueError, match="the official encoder does not fit timm model resnet50"):
         evaluate(wrong)
+
+
+def test_backbone_files_with_prefixes_load(tmp_path):
+    """An mmseg-style segmentation checkpoint (backbone.* beside decode_head.*) or a DataParallel one."""
+    small = dict(channels=[16, 32, 64, 128])
+    source = timm.create_model("resnet50", **small).state_dict()
+    torch.save({"state_dict": {**{f"backbone.{k}": v for k, v in source.items()}, "decode_head.conv_seg.weight":
+                               torch.zeros(2)}}, tmp_path / "seg.pth")
+    torch.save({f"module.{k}": v for k, v in source.items()}, tmp_path / "dp.pth")
+    for name in ("seg.pth", "dp.pth"):
+        backbone = TimmBackbone("resnet50", checkpoint=str(tmp_path / name), **small)
+        torch.testing.assert_close(backbone.model.layer2[0].conv1.weight, source["layer2.0.conv1.weight"])
+
+
+def test_vit_b_layer_ids_for_layer_decay():
+    ids = TimmBackbone("vit_b", embed_dim=48, depth=2, num_heads=2).layer_ids()
+    assert ids["model.model.pos_embed"] == ids["model.model.patch_embed.proj.weight"] == 0
+    assert ids["model.model.blocks.0.attn.qkv.weight"] == 1 and ids["model.model.blocks.1.mlp.fc2.bias"] == 2
+    assert ids["model.model.norm.weight"] == ids["model.model.fpn1.0.weight"] == 2  # with the last block

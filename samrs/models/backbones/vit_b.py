@@ -139,7 +139,8 @@ class VisionTransformer(LevelsBackbone):
         return x, levels
 
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        """Layer ids for lr decay as timm's ViT: embeddings 0, block i -> i + 1, norm and fpn last."""
+        """Layer ids for lr decay as timm's ViT: embeddings 0, block i -> i + 1, the final norm and the
+        fpn with the last block ((99999,) is timm's "same group as the previous")."""
         return dict(stem=r"^pos_embed|^patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm|^fpn", (99999,))])
 
     def no_weight_decay(self) -> set[str]:
