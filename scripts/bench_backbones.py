@@ -147,7 +147,7 @@ def main() -> None:
             continue
         r = results[name]
         t, m = statistics.median(r["times"]), max(r["peaks"])
-        print(f"| `{name}` | {r['params_m']:.1f} | {r['width']} | {t:.3f} | {args.batch / t:.1f} | {t / base_t:.2f} | "
+        print(f"| `{name}` | {r['params_m']:.1f} | {r['width']} | {t:.3f} | {args.batch / t:.2f} | {t / base_t:.2f} | "
               f"{m:.0f} | {m / base_m:.2f} |")
 
 

@@ -214,3 +214,18 @@ def test_vit_b_layer_ids_for_layer_decay():
     assert ids["model.model.pos_embed"] == ids["model.model.patch_embed.proj.weight"] == 0
     assert ids["model.model.blocks.0.attn.qkv.weight"] == 1 and ids["model.model.blocks.1.mlp.fc2.bias"] == 2
     assert ids["model.model.norm.weight"] == ids["model.model.fpn1.0.weight"] == 2  # with the last block
+
+
+def test_swin_t_reads_microsoft_classification_files():
+    """Microsoft's / RSP's Swin-T layout: patch merging in its own stage, a final norm and classifier,
+    saved shift masks; bias tables of another window are resized as the official loader does."""
+    small = dict(embed_dim=24, depths=(1, 2, 1, 2), num_heads=(1, 1, 2, 2))
+    own = timm.create_model("swin_t", **small).state_dict()
+    state = {k: v for k, v in own.items() if not k.startswith("norm")}
+    state.update({"norm.weight": torch.ones(192), "head.weight": torch.zeros(1000, 192),
+                  "layers.1.blocks.1.attn_mask": torch.zeros(4, 49, 49)})
+    state["layers.2.blocks.0.attn.relative_position_bias_table"] = torch.randn(23 * 23, 2)  # window 12
+    out = convert_weights("swin_t", {"model": state}, small, "swin_tiny_patch4_window7_224.pth")
+    assert out["layers.2.blocks.0.attn.relative_position_bias_table"].shape == (169, 2)
+    assert {k for k in out if k.startswith("norm")} == {f"norm{i}.{p}" for i in range(4) for p in ("weight", "bias")}
+    torch.testing.assert_close(out["layers.0.downsample.reduction.weight"], own["layers.0.downsample.reduction.weight"])
