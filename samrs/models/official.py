@@ -100,11 +100,15 @@ def default_subsets(heads: Mapping[str, int]) -> dict[str, int]:
     return {SEP_SUBSETS[int(h.rsplit("_", 1)[1]) - 1]: n for h, n in heads.items()}
 
 
+# official ViTs built for one crop size (`img_size`): one position-table entry per patch, no class token
+PER_CROP_POSITIONS = ("vit_b", "vit_b_rvsa")
+
+
 def file_backbone_kwargs(name: str, state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Build arguments that follow from a file: the image size of a ViT without class token, whose
-    position table holds one entry per patch (the official vit_b trains one table per crop size)."""
+    """Build arguments that follow from a file: the image size of the official ViTs, whose position
+    table holds one entry per patch of the crop size they were trained at."""
     pos, proj = state.get("encoder.pos_embed"), state.get("encoder.patch_embed.proj.weight")
-    if name == "vit_b" and pos is not None and proj is not None:
+    if name in PER_CROP_POSITIONS and pos is not None and proj is not None:
         side = int(round(pos.shape[1] ** 0.5))
         if side * side == pos.shape[1]:
             return {"img_size": side * proj.shape[-1]}
