@@ -1,4 +1,5 @@
 """Evaluate a checkpoint: python -m samrs.evaluate ckpt_path=FILE [split=val] [evaluate.protocol=sliding] [data=...].
+An official SAMRS model file: python -m samrs.evaluate ckpt_path=FILE model=<config> data=<config>.
 
 The model is rebuilt from the config that samrs.train stored in the checkpoint; the data too, unless
 the command names one. `evaluate.protocol=official` (the default) scores every tile of the split as
@@ -23,6 +24,8 @@ from samrs.callbacks import SavePredictions
 from samrs.errors import BadFileError, ConfigError
 from samrs.inference import SlidingWindow, check_protocol, protocol_label
 from samrs.metrics import check_absent_classes, percent, write_scores
+from samrs.models.official import file_backbone_kwargs, is_official, official_state, read_official
+from samrs.train import fill_heads_from_data
 from samrs.utils.hydra import samrs_main
 from samrs.utils.logging import get_logger
 from samrs.utils.runs import apply_extras, discard_run_dir_on_failure, read_lightning_checkpoint, resolve_ckpt_path
@@ -68,16 +71,78 @@ def untrained_model_config(model_cfg: DictConfig) -> DictConfig:
     return model_cfg
 
 
+def official_train_config(cfg: DictConfig, ckpt_path: str) -> tuple[DictConfig, None]:
+    """For an official SAMRS model file: the "training config" the evaluation takes its model and
+    window from, composed of `model=` and `data=` (required), with the backbone's build arguments
+    that follow from the file (the image size of the official ViT)."""
+    if cfg.get("data") is None:
+        raise ConfigError(f"{ckpt_path} is evaluated with model={cfg.model.net.backbone.name}...: name its data too "
+                          f"(data=potsdam, data=isaid or data=samrs)")
+    model_cfg = untrained_model_config(cfg.model)
+    state = read_official(ckpt_path)
+    if not is_official(state):
+        raise ConfigError(f"{ckpt_path}: model= is for official SAMRS model files (encoder.*, decoder.*, semseghead*); "
+                          f"a samrs checkpoint carries its own model, leave model= out")
+    with open_dict(model_cfg):
+        for key, value in file_backbone_kwargs(model_cfg.net.backbone.name, state).items():
+            model_cfg.net.backbone.setdefault(key, value)
+        if model_cfg.get("inference") is None and OmegaConf.select(cfg, "data.tiling.size") is not None:
+            model_cfg.inference = {"window": cfg.data.tiling.size}  # the official test: the tile size
+    return OmegaConf.create({"model": model_cfg, "data": cfg.data}), None
+
+
+def official_model(train_cfg: DictConfig, ckpt_path: str, datamodule: Any) -> Any:
+    """The SegmentationTask of `model=` with the data's heads, holding the official file's weights."""
+    fill_heads_from_data(train_cfg, datamodule)
+    model = hydra.utils.instantiate(train_cfg.model)
+    model.net.load_state_dict(official_state(read_official(ckpt_path), model.net))
+    log.info("evaluating the official SAMRS model %s as %s", ckpt_path, train_cfg.model.net.backbone.name)
+    return model
+
+
+def official_train_config(cfg: DictConfig, ckpt_path: str) -> tuple[DictConfig, None]:
+    """For an official SAMRS model file: the "training config" the evaluation takes its model and
+    window from, composed of `model=` and `data=` (required), with the backbone's build arguments
+    that follow from the file (the image size of the official ViT)."""
+    if cfg.get("data") is None:
+        raise ConfigError(f"{ckpt_path} is evaluated with model={cfg.model.net.backbone.name}...: name its data too "
+                          f"(data=potsdam, data=isaid or data=samrs)")
+    model_cfg = untrained_model_config(cfg.model)
+    state = read_official(ckpt_path)
+    if not is_official(state):
+        raise ConfigError(f"{ckpt_path}: model= is for official SAMRS model files (encoder.*, decoder.*, semseghead*); "
+                          f"a samrs checkpoint carries its own model, leave model= out")
+    with open_dict(model_cfg):
+        for key, value in file_backbone_kwargs(model_cfg.net.backbone.name, state).items():
+            model_cfg.net.backbone.setdefault(key, value)
+        if model_cfg.get("inference") is None and OmegaConf.select(cfg, "data.tiling.size") is not None:
+            model_cfg.inference = {"window": cfg.data.tiling.size}  # the official test: the tile size
+    return OmegaConf.create({"model": model_cfg, "data": cfg.data}), None
+
+
+def official_model(train_cfg: DictConfig, ckpt_path: str, datamodule: Any) -> Any:
+    """The SegmentationTask of `model=` with the data's heads, holding the official file's weights."""
+    fill_heads_from_data(train_cfg, datamodule)
+    model = hydra.utils.instantiate(train_cfg.model)
+    model.net.load_state_dict(official_state(read_official(ckpt_path), model.net))
+    log.info("evaluating the official SAMRS model %s as %s", ckpt_path, train_cfg.model.net.backbone.name)
+    return model
+
+
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir, resuming=False)
-    train_cfg, state_dict = read_checkpoint(ckpt_path)
+    official = cfg.get("model") is not None  # an official SAMRS file, its architecture named by model=
+    train_cfg, state_dict = official_train_config(cfg, ckpt_path) if official else read_checkpoint(ckpt_path)
     data_cfg = (cfg.data if cfg.get("data") is not None else train_cfg.data).copy()
     val_mode = check_protocol(cfg.evaluate.protocol)["val_mode"]
     with open_dict(data_cfg):
         data_cfg.val_mode, data_cfg.val_split = val_mode, cfg.split
     datamodule = hydra.utils.instantiate(data_cfg)
-    model = hydra.utils.instantiate(untrained_model_config(train_cfg.model))
-    model.load_state_dict(state_dict)
+    if official:
+        model = official_model(train_cfg, ckpt_path, datamodule)
+    else:
+        model = hydra.utils.instantiate(untrained_model_config(train_cfg.model))
+        model.load_state_dict(state_dict)
     inference = inference_settings(cfg.evaluate, train_cfg, data_cfg)
     model.inference = SlidingWindow(**inference)
     absent = check_absent_classes(cfg.evaluate.absent_classes or check_protocol(cfg.evaluate.protocol)["absent_classes"],

@@ -1,5 +1,6 @@
 """Backbones (timm), necks, decoders (UperNet, UNet), the multi-head segmentor, and pre-trained
-weight export / loading (`load_pretrained`: a pre-training's trunk with new classifiers)."""
+weight export / loading (`load_pretrained`: a pre-training's trunk with new classifiers; official
+SAMRS files: `samrs.models.official.load_official`)."""
 
 from samrs.models import backbones  # noqa: F401  (registers the zoo backbones with timm)
 from samrs.models.backbone import TimmBackbone

@@ -33,7 +33,9 @@ class MultiHeadSegmentor(nn.Module):
     """backbone [-> neck] -> decoder -> heads[subset]; logits are upsampled to the input size.
 
     `decoder`, `neck` and `aux_decoder` are factories taking `in_channels` (Hydra partials), so their
-    widths follow the backbone. `heads` maps subset name to class count. `shared_decoder=False` gives
+    widths follow the backbone. `heads` maps subset name to class count. `dropout` and
+    `head_kernel_size` of the classifiers: None takes the official classifier of the decoder
+    (UperNet: Dropout2d(0.1) + 1x1 conv; UNet: 3x3 conv without dropout). `shared_decoder=False` gives
     every subset its own decoder (and auxiliary decoder). `aux_decoder` (e.g. mmseg's FCN head on
     level 3) adds a second set of per-subset classifiers used for an auxiliary loss in training.
     `concat_subsets`: run the backbone once on all subsets' images concatenated instead of once per
@@ -48,8 +50,8 @@ class MultiHeadSegmentor(nn.Module):
         backbone: nn.Module,
         decoder: Callable[..., nn.Module],
         heads: Mapping[str, int],
-        dropout: float = 0.1,
-        head_kernel_size: int = 1,
+        dropout: float | None = None,
+        head_kernel_size: int | None = None,
         neck: Callable[..., nn.Module] | None = None,
         aux_decoder: Callable[..., nn.Module] | None = None,
         shared_decoder: bool = True,
@@ -70,16 +72,22 @@ class MultiHeadSegmentor(nn.Module):
         self.shared_decoder, self.concat_subsets = shared_decoder, concat_subsets
         decoder_module = _per_subset(lambda: decoder(in_channels=in_channels), subsets, shared_decoder)
         setattr(self, "decoder" if shared_decoder else "decoders", decoder_module)
-        width = self._decoder_for(subsets[0]).channels
-        self.heads = nn.ModuleDict({k: ClassifierHead(width, int(n), dropout, head_kernel_size) for k, n in heads.items()})
+        self.heads = self._classifiers(self._decoder_for(subsets[0]), heads, dropout, head_kernel_size)
         self.has_aux = aux_decoder is not None
         if aux_decoder is not None:
             aux_module = _per_subset(lambda: aux_decoder(in_channels=in_channels), subsets, shared_decoder)
             setattr(self, "aux_decoder" if shared_decoder else "aux_decoders", aux_module)
-            aux_width = self._decoder_for(subsets[0], aux=True).channels
-            self.aux_heads = nn.ModuleDict({k: ClassifierHead(aux_width, int(n), dropout) for k, n in heads.items()})
+            self.aux_heads = self._classifiers(self._decoder_for(subsets[0], aux=True), heads, dropout, None)
         if pretrained:
             load_pretrained(self, pretrained, parts=pretrained_parts, decoder_from=decoder_from)
+
+    @staticmethod
+    def _classifiers(decoder: nn.Module, heads: Mapping[str, int], dropout: float | None,
+                     kernel_size: int | None) -> nn.ModuleDict:
+        """One ClassifierHead per subset after `decoder`, its official form unless told otherwise."""
+        dropout = getattr(decoder, "head_dropout", 0.1) if dropout is None else dropout
+        kernel_size = getattr(decoder, "head_kernel_size", 1) if kernel_size is None else kernel_size
+        return nn.ModuleDict({k: ClassifierHead(decoder.channels, int(n), dropout, kernel_size) for k, n in heads.items()})
 
     @property
     def num_classes(self) -> dict[str, int]:

@@ -18,6 +18,9 @@ from torch import nn
 class UNetDecoder(nn.Module):
     """Features (strides 4..32) -> (N, decoder_channels[-1], H, W)."""
 
+    # the official classifier after it: a 3x3 conv, no dropout (see ClassifierHead)
+    head_dropout, head_kernel_size = 0.0, 3
+
     def __init__(self, in_channels: Sequence[int], decoder_channels: Sequence[int] = (512, 256, 128, 64),
                  interpolation_mode: str = "nearest") -> None:
         super().__init__()

@@ -1,6 +1,7 @@
 """UperNet decoder as mmseg builds it (PPM with pool scales 1, 2, 3, 6 on the last level, FPN on all
-levels, 512 channels, conv-BN-ReLU blocks) and mmseg's auxiliary FCN head, both without their
-classifiers, which the segmentor owns (one per subset).
+levels, conv-BN-ReLU blocks) and mmseg's auxiliary FCN head, both without their classifiers, which
+the segmentor owns (one per subset). The width defaults to the official SAMRS code's: the second
+level's channel count (Swin-T 192, ViT-B 768, ResNet-50 512); mmseg's configs use 512.
 
 Not smp's UPerNetDecoder: that one defaults to 256 channels, puts a LayerNorm on every input level
 and cannot drop it, so it is not the network the paper trained (see docs/models.md)."""
@@ -39,11 +40,17 @@ class PyramidPooling(nn.Module):
 
 
 class UperNetDecoder(nn.Module):
-    """Features (strides 4..32) -> fused (N, channels, H/4, W/4) map."""
+    """Features (strides 4..32) -> fused (N, channels, H/4, W/4) map. `channels=None`: the width of
+    the second level, as the official SAMRS UperNet."""
 
-    def __init__(self, in_channels: Sequence[int], channels: int = 512, pool_scales: Sequence[int] = (1, 2, 3, 6)) -> None:
+    # the classifier that follows it in the official code (Dropout2d(0.1) + 1x1 conv), see ClassifierHead
+    head_dropout, head_kernel_size = 0.1, 1
+
+    def __init__(self, in_channels: Sequence[int], channels: int | None = None,
+                 pool_scales: Sequence[int] = (1, 2, 3, 6)) -> None:
         super().__init__()
-        self.in_channels, self.channels = list(in_channels), channels
+        self.in_channels = list(in_channels)
+        self.channels = channels = int(channels) if channels else self.in_channels[1]
         self.ppm = PyramidPooling(self.in_channels[-1], channels, pool_scales)
         self.lateral = nn.ModuleList(conv_bn_relu(c, channels, 1) for c in self.in_channels[:-1])
         self.fpn = nn.ModuleList(conv_bn_relu(channels, channels, 3) for _ in self.in_channels[:-1])
@@ -61,6 +68,8 @@ class UperNetDecoder(nn.Module):
 class FCNHead(nn.Module):
     """mmseg's auxiliary FCNHead: `num_convs` conv-BN-ReLU blocks on level `in_index` (level 3 of 4,
     stride 16), 256 channels; its classifier and loss weight (0.4) live in the segmentor and task."""
+
+    head_dropout, head_kernel_size = 0.1, 1
 
     def __init__(self, in_channels: Sequence[int], in_index: int = 2, channels: int = 256, num_convs: int = 1,
                  kernel_size: int = 3) -> None:

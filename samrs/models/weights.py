@@ -47,9 +47,29 @@ def describe_mismatch(expected: Mapping[str, torch.Size], found: Mapping[str, to
     return "; ".join(parts)
 
 
+def unwrap_checkpoint(obj: Any, prefixes: Sequence[str] = ("backbone.", "encoder.")) -> dict[str, torch.Tensor]:
+    """The backbone tensors of a published weight file, as the official loaders read them: the dict
+    under "state_dict" or "model" (or the file itself), without DataParallel's `module.` and, when
+    any key has one, only the keys under the first of `prefixes` found (a segmentation or MoBY
+    checkpoint: `backbone.*` / `encoder.*`; its decoder and heads are not backbone weights)."""
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise ValueError("not a weight file: expected a state_dict, plain or under 'state_dict' / 'model'")
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    for prefix in prefixes:
+        if any(k.startswith(prefix) for k in state):
+            # a DataParallel-wrapped part saves as `encoder.module.*`
+            return {k[len(prefix):].removeprefix("module."): v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Segmentor weights (keys as in `MultiHeadSegmentor.state_dict()`) and metadata from an export of
-    this package, a Lightning checkpoint of `SegmentationTask`, or a bare state_dict file."""
+    this package, a Lightning checkpoint of `SegmentationTask`, or a bare state_dict file. An official
+    SAMRS model file comes back with its own keys and meta {"official": True} (see samrs.models.official)."""
     path = Path(path)
     if not path.is_file():
         raise MissingPathError(f"{path}: no such weight file")
@@ -63,9 +83,23 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             raise BadFileError(f"{path}: a Lightning checkpoint, but not of a samrs SegmentationTask "
                                "(no net.* weights)")
         return state, {"global_step": obj.get("global_step")}
+    official = _official_state(obj)
+    if official is not None:
+        return official, {"official": True, "epoch": obj.get("epoch")}
     if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
         return dict(obj), {}
-    raise BadFileError(f"{path}: neither a samrs export, a Lightning checkpoint nor a state_dict")
+    raise BadFileError(f"{path}: neither a samrs export, a Lightning checkpoint, an official SAMRS model nor a state_dict")
+
+
+def _official_state(obj: Any) -> dict[str, torch.Tensor] | None:
+    """The tensors of an official SAMRS model file ({"state_dict": ...} of its Semseg*Framework), or None."""
+    from samrs.models.official import is_official, strip_data_parallel  # official builds on this module
+
+    inner = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(inner, dict) or not inner or not all(torch.is_tensor(v) for v in inner.values()):
+        return None
+    state = strip_data_parallel(inner)
+    return state if is_official(state) else None
 
 
 def trunk_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -111,14 +145,16 @@ def load_pretrained(
     """Load pre-trained backbone/neck/decoder weights into `net` (a `MultiHeadSegmentor`, e.g. with
     the classifier of a fine-tuning set), leaving its classifiers as initialised.
 
-    `path`: an export (`pretrained.pt` of a pre-training run), a pre-training Lightning checkpoint
-    or a bare state_dict. `parts`: which top-level parts to load; default: backbone, neck and
+    `path`: an export (`pretrained.pt` of a pre-training run), a pre-training Lightning checkpoint,
+    a bare state_dict, or an official SAMRS model file (its encoder and decoder). `parts`: which top-level parts to load; default: backbone, neck and
     decoder as far as `net` has them, and the auxiliary decoder when both sides have one; use
     ("backbone",) to start from the backbone alone. `decoder_from`: the subset whose decoder to take
     when the pre-training had one decoder per subset. Anything that does not fit (a missing key, an
     extra one, another shape) is an error that names the keys. Returns the parts loaded.
     """
     state, meta = read_state_dict(path)
+    if meta.get("official"):
+        return _load_official_trunk(net, state, path, parts)
     state = _select_decoder(trunk_state_dict(state), decoder_from)
     own = net.state_dict()
     own_parts = {k.split(".", 1)[0] for k in own}
@@ -136,4 +172,23 @@ def load_pretrained(
                            f"the model with the pre-training's backbone and decoder settings, or load fewer parts.")
     net.load_state_dict(found, strict=False)
     log.info("loaded %s (%d tensors) from %s; the rest as initialised", ", ".join(sorted(chosen)), len(found), path)
+    return sorted(chosen)
+
+
+def _load_official_trunk(net: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike,
+                         parts: Sequence[str] | None) -> list[str]:
+    """The encoder and decoder (or `parts` of backbone, decoder) of an official SAMRS model file."""
+    from samrs.models.official import official_state
+
+    chosen = list(parts) if parts is not None else ["backbone", "decoder"]
+    if not set(chosen) <= {"backbone", "decoder"}:
+        raise ValueError(f"{path} is an official SAMRS model: its parts are backbone and decoder, got {chosen}")
+    try:
+        found = official_state(state, net, parts=chosen)
+    except ValueError as err:
+        raise ValueError(f"{path} (official SAMRS model): {err}. Build the model with the official run's backbone "
+                         f"and decoder (model=<backbone>_<decoder> config).") from None
+    net.load_state_dict(found, strict=False)
+    log.info("loaded %s (%d tensors) from the official model %s; the rest as initialised",
+             ", ".join(sorted(chosen)), len(found), path)
     return sorted(chosen)
