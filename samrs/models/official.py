@@ -133,7 +133,7 @@ def official_state(state: Mapping[str, torch.Tensor], net: MultiHeadSegmentor,
     its tensor: anything else is an error naming the keys."""
     if not isinstance(net.backbone, TimmBackbone) or net.neck is not None or not net.shared_decoder or net.has_aux:
         raise ConfigError("an official file fits a MultiHeadSegmentor with a TimmBackbone, no neck, one shared "
-                         "decoder and no auxiliary head (the official model)")
+                          "decoder and no auxiliary head (the official model)")
     by_part: dict[str, dict[str, torch.Tensor]] = {}
     for k, v in state.items():
         part, _, rest = k.partition(".")
@@ -141,7 +141,7 @@ def official_state(state: Mapping[str, torch.Tensor], net: MultiHeadSegmentor,
     unknown = sorted(set(by_part) - {"encoder", "decoder", "heads"})
     if unknown:
         raise BadFileError(f"not an official SAMRS model: unexpected parts {unknown} (expected encoder, decoder, "
-                         f"semseghead*)")
+                           f"semseghead*)")
     out: dict[str, torch.Tensor] = {}
     if "backbone" in parts:
         backbone = net.backbone
@@ -182,12 +182,12 @@ def _head_state(state: Mapping[str, torch.Tensor], net: MultiHeadSegmentor) -> d
     subsets = list(net.heads)
     if len(counts) != len(subsets):
         raise BadFileError(f"the official file has {len(counts)} heads ({', '.join(counts)}), the model "
-                         f"{len(subsets)} ({', '.join(subsets)})")
+                           f"{len(subsets)} ({', '.join(subsets)})")
     out = {}
     for (head, n), subset in zip(counts.items(), subsets):
         if net.num_classes[subset] != n:
             raise BadFileError(f"the official {head} has {n} classes, the model's {subset} head "
-                             f"{net.num_classes[subset]}")
+                               f"{net.num_classes[subset]}")
         weights = {k.split(".")[-1]: v for k, v in state.items() if k.startswith(f"{head}.")}
         stray = [k for k in state if k.startswith(f"{head}.") and not k.endswith((".weight", ".bias"))]
         if stray or set(weights) != {"weight", "bias"}:
