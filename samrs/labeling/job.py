@@ -186,8 +186,17 @@ class LabelingModule(L.LightningModule):
         return batch
 
 
+def dropped_problems(record: ImageRecord, masks: Sequence[InstanceMask]) -> list[Problem]:
+    """The objects a labeler dropped (e.g. SAM 3 below min_concept_score), for report.json."""
+    return [Problem(record.name, None, "labeler_dropped",
+                    f"object {m.object_index} ({record.objects[m.object_index].name}): {m.dropped}", "dropped")
+            for m in masks if m.dropped]
+
+
 def write_labeled(writer: SubsetWriter, image: np.ndarray, record: ImageRecord, masks: Sequence[InstanceMask]) -> None:
-    """One labeled image with its rotated boxes, truncation flags and place in the source image."""
+    """One labeled image with its rotated boxes, truncation flags and place in the source image; masks
+    the labeler dropped are left out."""
+    masks = [m for m in masks if not m.dropped]
     objects = [record.objects[m.object_index] for m in masks]
     writer.write(
         record.name,
@@ -219,9 +228,13 @@ class SubsetPredictionWriter(BasePredictionWriter):
         self.strict = strict
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
-        for (image, record), masks in zip(batch.pairs, prediction):
-            if not self.writer.is_done(record.name):
-                write_labeled(self.writer, image, record, masks)
+        masks_of = iter(prediction)
+        for item in batch.items:  # batch.pairs are the items' pairs, in order
+            for image, record in item.pairs:
+                masks = next(masks_of)
+                if not self.writer.is_done(record.name):
+                    write_labeled(self.writer, image, record, masks)
+                item.problems.extend(dropped_problems(record, masks))
         for item in batch.items:
             if item.name is not None:
                 self.store.save(item.name, item.problems)

@@ -78,6 +78,10 @@ class SamFamily(torch.nn.Module):
             raise ValueError(f"prompt {prompt.name}: the {self.family} family takes no {', '.join(other)} prompt "
                              f"(it takes {', '.join(self.prompt_types)}); text prompts need sam=sam3")
 
+    def settings(self) -> dict[str, Any]:
+        """Family options that decide masks, for meta.json (and the resume check)."""
+        return {}
+
     def concat(self, parts: Sequence[Any]) -> Any:
         return TensorBatch.cat(parts)
 

@@ -16,7 +16,7 @@ output as the official SAM-HQ does (docs/sam.md), so its masks are not SAM-HQ's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,9 @@ class HqFamily(Sam1Family):
     def __init__(self, sam: torch.nn.Module, hq_token_only: bool = False) -> None:
         super().__init__(sam)
         self.hq_token_only = hq_token_only
+
+    def settings(self) -> dict[str, Any]:
+        return {"hq_token_only": self.hq_token_only}
 
     def concat(self, parts: Sequence[TensorBatch]) -> TensorBatch:
         return TensorBatch.cat(parts)

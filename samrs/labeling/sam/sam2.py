@@ -62,6 +62,9 @@ class Sam2Family(SamFamily):
         decoder = model.mask_decoder
         self.dynamic_multimask = decoder.dynamic_multimask_via_stability if dynamic_multimask is None else dynamic_multimask
 
+    def settings(self) -> dict[str, Any]:
+        return {"dynamic_multimask": bool(self.dynamic_multimask)}
+
     def features(self, embeddings: Sequence[Tensor]) -> TensorBatch:
         """get_image_embeddings' [s0, s1, embedding] as the engine keeps them."""
         s0, s1, embedding = embeddings
