@@ -220,6 +220,7 @@ def _random(name: str, tiny: bool, seed: int, options: dict[str, Any]) -> torch.
     from samrs.labeling.sam.sam2 import Sam2Family
     from samrs.labeling.sam.sam3 import Sam3Family
 
+    torch.manual_seed(seed)  # buffers drawn at construction (positional encodings) too
     if name.startswith("sam3"):
         tokenizer = tiny_tokenizer() if tiny else None
         vocab = len(tokenizer) if tiny else 49408
