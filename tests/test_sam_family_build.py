@@ -109,3 +109,10 @@ def test_sam_hq_checkpoint_round_trip_and_errors(tmp_path):
     with pytest.raises(ValueError, match=r"pass sam.checkpoint=FILE"):
         load_sam_hq("hq_vit_l", None)
     assert tiny.meta()["family"] == "sam_hq" and sha256_file(path)
+
+
+def test_sam_weights_gives_each_model_of_a_sweep_its_checkpoint(tmp_path):
+    weights = f"+sam_weights={{vit_b: {tmp_path}/b.pth, sam2.1_hiera_b+: {tmp_path}/bplus}}"
+    assert _compose("+sam=sam2.1_hiera_b+", weights).sam.checkpoint == f"{tmp_path}/bplus"
+    assert _compose("+sam=vit_b", weights).sam.checkpoint == f"{tmp_path}/b.pth"
+    assert _compose("+sam=sam3", weights).sam.checkpoint is None
