@@ -187,3 +187,22 @@ def test_text_prompt_needs_sam3_and_a_box(families):
         PromptSpec(["text"])
     assert concept_text("small-vehicle") == "small vehicle" and concept_text("plane", {"plane": "airplane"}) == "airplane"
     assert box_object(0, 0, 1, 1).name == "thing"
+
+
+@pytest.mark.parametrize("name", ["hq_tiny", "sam2.1_tiny", "sam3_tiny"])
+def test_bf16_autocast_path_runs_and_agrees(families, scene, name, monkeypatch):
+    """The GPU path (autocast) exercised on the CPU: no dtype clashes, masks close to fp32's."""
+    image, objects = scene
+    family, features, _ = families[name]
+    types = ["hbox", "text"] if name == "sam3_tiny" else ["rhbox", "cp", "rbox_m"]
+    engine = SamEngine(family, PromptSpec(types))
+    frame = engine.frame(*SIZE)
+    reference = engine.predict(features, frame, objects)
+    monkeypatch.setattr(engine, "autocast", lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    half = engine.predict(engine.encode([image]), frame, objects)
+    overlap = [(a.full(*SIZE) & b.full(*SIZE)).sum() / max((a.full(*SIZE) | b.full(*SIZE)).sum(), 1)
+               for a, b in zip(reference, half)]
+    assert np.mean(overlap) >= 0.8
+    assert [m.score for m in half] == pytest.approx([m.score for m in reference], abs=0.05)
+    if name == "sam3_tiny":
+        assert all(m.concept_score is not None for m in half)

@@ -39,7 +39,6 @@ from samrs.labeling.sam.prompts import PromptSpec, build_prompts
 from samrs.sources.records import ObjectRecord
 
 
-
 def object_extents(objects: Sequence[ObjectRecord]) -> np.ndarray:
     """(N, 4) x_min, y_min, x_max, y_max over each object's hbox and region polygon."""
     out = np.empty((len(objects), 4), dtype=np.float64)
