@@ -322,6 +322,8 @@ class FamilyLabeling:
         self.family = loaded.model
         self.device = str(self.family.device)
         self.engine = SamEngine(self.family, PromptSpec(["hbox"]), chunk_size=chunk_size, precision=precision)
+        self.engine.stopwatch.synchronize = self.device.startswith("cuda")
+        self.official_encoder_s = 0.0  # the predictor's image encoding, summed over images
 
     def samrs(self, images: list[np.ndarray], objects: list[list[ObjectRecord]]) -> None:
         for image, masks in zip(images, self.engine.label(images, objects)):
@@ -341,26 +343,33 @@ class FamilyLabeling:
 
     def _official_masks(self, image: np.ndarray, boxes: np.ndarray, new_image: bool) -> np.ndarray:
         """(n, H, W) bool full-size masks of `boxes` by the family's own predictor."""
+        start = time.perf_counter()
+        if new_image:
+            self._official_encode(image)
+            sync(self.device)
+            self.official_encoder_s += time.perf_counter() - start
         if self.family.family == "sam_hq":
-            from segment_anything_hq import SamPredictor as HqPredictor
-
-            if new_image:
-                self.predictor = HqPredictor(self.family.sam)
-                self.predictor.set_image(image)
             box_t = self.predictor.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float,
                                                                                device=self.device), image.shape[:2])
             return self.predictor.predict_torch(None, None, box_t, multimask_output=False)[0][:, 0].cpu().numpy()
+        inputs = self.processor(original_sizes=[image.shape[:2]], input_boxes=[boxes.tolist()], return_tensors="pt")
+        out = self.family.model(image_embeddings=self.embeddings, input_boxes=inputs["input_boxes"].to(self.device),
+                                multimask_output=False)
+        return self.processor.post_process_masks(out.pred_masks.cpu(), [image.shape[:2]])[0][:, 0].numpy()
+
+    def _official_encode(self, image: np.ndarray) -> None:
+        """The predictor's set_image (SAM-HQ) or the processor and get_image_embeddings (transformers)."""
+        if self.family.family == "sam_hq":
+            from segment_anything_hq import SamPredictor as HqPredictor
+
+            self.predictor = HqPredictor(self.family.sam)
+            self.predictor.set_image(image)
+            return
         from transformers import Sam2Processor
 
-        model = self.family.model
-        if new_image:
-            self.processor = Sam2Processor(self.family.image_processor)
-            pixels = self.processor(images=image, return_tensors="pt")["pixel_values"].to(self.device)
-            self.embeddings = model.get_image_embeddings(pixels)
-        inputs = self.processor(original_sizes=[image.shape[:2]], input_boxes=[boxes.tolist()], return_tensors="pt")
-        out = model(image_embeddings=self.embeddings, input_boxes=inputs["input_boxes"].to(self.device),
-                    multimask_output=False)
-        return self.processor.post_process_masks(out.pred_masks.cpu(), [image.shape[:2]])[0][:, 0].numpy()
+        self.processor = Sam2Processor(self.family.image_processor)
+        pixels = self.processor(images=image, return_tensors="pt")["pixel_values"].to(self.device)
+        self.embeddings = self.family.model.get_image_embeddings(pixels)
 
 
 def family_mode(args: argparse.Namespace) -> dict:
@@ -386,14 +395,20 @@ def family_mode(args: argparse.Namespace) -> dict:
             labeling = FamilyLabeling(loaded, args.chunk_size)
             for n in args.boxes:
                 image, objects = make_scene(n, args.size, seed=n)
-                seconds = {}
+                seconds, stages = {}, {}
                 for method in ("samrs", "official"):
                     getattr(labeling, method)([image], [objects[:4]])  # warm-up
+                    labeling.engine.stopwatch.seconds.clear()
+                    labeling.official_encoder_s = 0.0
                     start = time.perf_counter()
                     getattr(labeling, method)([image], [objects])
                     seconds[method] = time.perf_counter() - start
-                runs[str(n)] = {"seconds": seconds, "official_over_samrs": seconds["official"] / seconds["samrs"]}
-                print(f"{name} N={n}: samrs {seconds['samrs']:.2f} s, official {seconds['official']:.2f} s, "
+                    stages[method] = dict(labeling.engine.stopwatch.seconds) if method == "samrs" else {}
+                encoder = {"samrs": stages["samrs"].get("encoder", 0.0), "official": labeling.official_encoder_s}
+                runs[str(n)] = {"seconds": seconds, "encoder_s": encoder, "samrs_stages_s": stages["samrs"],
+                                "official_over_samrs": seconds["official"] / seconds["samrs"]}
+                print(f"{name} N={n}: samrs {seconds['samrs']:.2f} s (encoder {encoder['samrs']:.2f} s), official "
+                      f"{seconds['official']:.2f} s (encoder {encoder['official']:.2f} s), "
                       f"official/samrs {seconds['official'] / seconds['samrs']:.2f}x", flush=True)
                 if args.json:
                     args.json.write_text(json.dumps(figures | {"families": {**figures["families"], name: runs}}, indent=2))
