@@ -24,9 +24,18 @@ and the official approach (fp32: SAM has no autocast), images/s.
 
 --smoke runs either mode with the tiny SAM and a few boxes on the CPU (a minute).
 
+Family mode (--family NAME ...: hq_vit_h|l|b, sam2.1_hiera_t|s|b+|l, edgetam, sam3; with --smoke
+their tiny builds): per family, a random model of the real size, one 1024x1024 image with N boxes,
+H-Box prompts; per-image labeling time of samrs (the family's engine path, crops painted) and of
+the family's own predictor used one image at a time (SAM-HQ: segment_anything_hq's SamPredictor;
+the others: the transformers processor, the model on chunks of 20 boxes, post_process_masks to
+full size, painted), each after a warm-up, and their ratio. With --gpu: images/s of samrs in bf16
+and of the family's predictor in fp32 over --images images.
+
     python scripts/bench_sam_labeling.py --json bench.json
     python scripts/bench_sam_labeling.py --gpu --json bench_gpu.json
     python scripts/bench_sam_labeling.py --smoke [--gpu]
+    python scripts/bench_sam_labeling.py --family hq_vit_b sam2.1_hiera_t --boxes 50 500 [--gpu] [--smoke]
 """
 
 from __future__ import annotations
@@ -288,6 +297,126 @@ def gpu_mode(args: argparse.Namespace) -> dict:
     return figures
 
 
+TINY = {"hq_vit_h": "hq_tiny", "hq_vit_l": "hq_tiny", "hq_vit_b": "hq_tiny", "edgetam": "edgetam_tiny",
+        "sam3": "sam3_tiny"}
+
+
+def build_family(name: str, smoke: bool, device: str) -> LoadedSam:
+    """The family `name` with random weights of the real size, or its tiny build (--smoke)."""
+    from samrs.labeling.sam.build import build_tiny_sam_hq
+    from samrs.labeling.sam.build_hf import build_random_family, build_tiny_family
+
+    tiny = TINY.get(name, "sam2.1_tiny") if smoke else None
+    if name.startswith("hq_"):
+        loaded = build_tiny_sam_hq() if tiny else build_random_sam(name)
+    else:
+        loaded = build_tiny_family(tiny) if tiny else build_random_family(name)
+    loaded.model.to(device)
+    return loaded
+
+
+class FamilyLabeling:
+    """samrs and the family's own predictor on one model: (image, objects) -> label map."""
+
+    def __init__(self, loaded: LoadedSam, chunk_size: int, precision: str = "fp32") -> None:
+        self.family = loaded.model
+        self.device = str(self.family.device)
+        self.engine = SamEngine(self.family, PromptSpec(["hbox"]), chunk_size=chunk_size, precision=precision)
+        self.engine.stopwatch.synchronize = self.device.startswith("cuda")
+        self.official_encoder_s = 0.0  # the predictor's image encoding, summed over images
+
+    def samrs(self, images: list[np.ndarray], objects: list[list[ObjectRecord]]) -> None:
+        for image, masks in zip(images, self.engine.label(images, objects)):
+            paint_crops(image.shape[:2], masks)
+        sync(self.device)
+
+    @torch.inference_mode()
+    def official(self, images: list[np.ndarray], objects: list[list[ObjectRecord]]) -> None:
+        for image, image_objects in zip(images, objects):
+            label = np.full(image.shape[:2], IGNORE, dtype=np.uint8)
+            boxes = np.array([o.hbox for o in image_objects])
+            for start in range(0, len(image_objects), OFFICIAL_CHUNK):
+                masks = self._official_masks(image, boxes[start : start + OFFICIAL_CHUNK], start == 0)
+                for mask, obj in zip(masks, image_objects[start : start + OFFICIAL_CHUNK]):
+                    label[mask] = obj.class_id
+        sync(self.device)
+
+    def _official_masks(self, image: np.ndarray, boxes: np.ndarray, new_image: bool) -> np.ndarray:
+        """(n, H, W) bool full-size masks of `boxes` by the family's own predictor."""
+        start = time.perf_counter()
+        if new_image:
+            self._official_encode(image)
+            sync(self.device)
+            self.official_encoder_s += time.perf_counter() - start
+        if self.family.family == "sam_hq":
+            box_t = self.predictor.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float,
+                                                                               device=self.device), image.shape[:2])
+            return self.predictor.predict_torch(None, None, box_t, multimask_output=False)[0][:, 0].cpu().numpy()
+        inputs = self.processor(original_sizes=[image.shape[:2]], input_boxes=[boxes.tolist()], return_tensors="pt")
+        out = self.family.model(image_embeddings=self.embeddings, input_boxes=inputs["input_boxes"].to(self.device),
+                                multimask_output=False)
+        return self.processor.post_process_masks(out.pred_masks.cpu(), [image.shape[:2]])[0][:, 0].numpy()
+
+    def _official_encode(self, image: np.ndarray) -> None:
+        """The predictor's set_image (SAM-HQ) or the processor and get_image_embeddings (transformers)."""
+        if self.family.family == "sam_hq":
+            from segment_anything_hq import SamPredictor as HqPredictor
+
+            self.predictor = HqPredictor(self.family.sam)
+            self.predictor.set_image(image)
+            return
+        from transformers import Sam2Processor
+
+        self.processor = Sam2Processor(self.family.image_processor)
+        pixels = self.processor(images=image, return_tensors="pt")["pixel_values"].to(self.device)
+        self.embeddings = self.family.model.get_image_embeddings(pixels)
+
+
+def family_mode(args: argparse.Namespace) -> dict:
+    device = "cuda" if args.gpu and not args.smoke else "cpu"
+    figures: dict = {"mode": "family-gpu" if args.gpu else "family-cpu", "smoke": args.smoke, "families": {}}
+    for name in args.family:
+        loaded = build_family(name, args.smoke, device)
+        runs: dict = {}
+        if args.gpu:
+            rng = np.random.default_rng(0)
+            images = [rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8) for _ in range(args.images)]
+            objects = [make_objects(args.boxes_per_image, args.size, rng) for _ in images]
+            for method, precision in (("samrs", "bf16"), ("official", "fp32")):
+                labeling = FamilyLabeling(loaded, args.chunk_size, precision)
+                getattr(labeling, method)(images[:1], [objects[0][:8]])  # warm-up
+                start = time.perf_counter()
+                getattr(labeling, method)(images, objects)
+                runs[method] = {"images_per_s": len(images) / (time.perf_counter() - start), "precision": precision}
+            ratio = runs["samrs"]["images_per_s"] / runs["official"]["images_per_s"]
+            print(f"{name}: samrs bf16 {runs['samrs']['images_per_s']:.2f} images/s, official fp32 "
+                  f"{runs['official']['images_per_s']:.2f} images/s, {ratio:.2f}x", flush=True)
+        else:
+            labeling = FamilyLabeling(loaded, args.chunk_size)
+            for n in args.boxes:
+                image, objects = make_scene(n, args.size, seed=n)
+                seconds, stages = {}, {}
+                for method in ("samrs", "official"):
+                    getattr(labeling, method)([image], [objects[:4]])  # warm-up
+                    labeling.engine.stopwatch.seconds.clear()
+                    labeling.official_encoder_s = 0.0
+                    start = time.perf_counter()
+                    getattr(labeling, method)([image], [objects])
+                    seconds[method] = time.perf_counter() - start
+                    stages[method] = dict(labeling.engine.stopwatch.seconds) if method == "samrs" else {}
+                encoder = {"samrs": stages["samrs"].get("encoder", 0.0), "official": labeling.official_encoder_s}
+                runs[str(n)] = {"seconds": seconds, "encoder_s": encoder, "samrs_stages_s": stages["samrs"],
+                                "official_over_samrs": seconds["official"] / seconds["samrs"]}
+                print(f"{name} N={n}: samrs {seconds['samrs']:.2f} s (encoder {encoder['samrs']:.2f} s), official "
+                      f"{seconds['official']:.2f} s (encoder {encoder['official']:.2f} s), "
+                      f"official/samrs {seconds['official'] / seconds['samrs']:.2f}x", flush=True)
+                if args.json:
+                    args.json.write_text(json.dumps(figures | {"families": {**figures["families"], name: runs}}, indent=2))
+        figures["families"][name] = runs
+        del loaded
+    return figures
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="GPU mode: vit_h, images/s")
@@ -300,12 +429,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=int, default=None, help="samrs prompts per decoder chunk (CPU 64, GPU 128)")
     parser.add_argument("--images", type=int, default=16, help="GPU mode: images")
     parser.add_argument("--boxes-per-image", type=int, default=100, help="GPU mode: boxes per image")
+    parser.add_argument("--family", nargs="+", default=None,
+                        help="family mode: hq_vit_h|l|b, sam2.1_hiera_t|s|b+|l, edgetam, sam3 (random weights)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--memory-child", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.family and args.boxes == parser.get_default("boxes"):
+        args.boxes = [50, 500]
     if args.smoke:
         args.model = args.model or "tiny"
-        args.boxes = [8, 24] if args.boxes == parser.get_default("boxes") else args.boxes
+        args.boxes = [8, 24] if args.boxes in (parser.get_default("boxes"), [50, 500]) else args.boxes
         args.images, args.boxes_per_image = 2, 10
     args.model = args.model or ("vit_h" if args.gpu else "vit_b")
     args.chunk_size = args.chunk_size or (128 if args.gpu and not args.smoke else 64)
@@ -318,7 +451,10 @@ def main() -> None:
         print(json.dumps(memory_child(args.memory_child[0], int(args.memory_child[1]), args)))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model} (random weights)")
-    figures = gpu_mode(args) if args.gpu else cpu_mode(args)
+    if args.family:
+        figures = family_mode(args)
+    else:
+        figures = gpu_mode(args) if args.gpu else cpu_mode(args)
     figures["torch"] = torch.__version__
     figures["threads"] = torch.get_num_threads()
     if args.json:

@@ -36,7 +36,8 @@ def test_tiny_checkpoint_loads_with_its_sha256(tiny_checkpoint):
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, reference[key]), key
     assert loaded.sha256 == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest() == sha256_file(tiny_checkpoint)
-    assert loaded.meta() == {"model_type": "tiny", "checkpoint": str(tiny_checkpoint.resolve()), "sha256": loaded.sha256}
+    assert loaded.meta() == {"family": "sam", "model_type": "tiny", "checkpoint": str(tiny_checkpoint.resolve()),
+                             "sha256": loaded.sha256}
     assert not loaded.model.training
 
 

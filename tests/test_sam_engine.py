@@ -12,7 +12,7 @@ import torch
 from samrs.labeling.sam.build import build_tiny_sam
 from samrs.labeling.sam.engine import SamEngine
 from samrs.labeling.sam.prompts import PromptSpec
-from tests.sam_helpers import predictor_for, random_objects, sam_reference
+from tests.sam_helpers import ROUNDING, assert_same_mask, iou, predictor_for, random_objects, region_mask, sam_reference
 
 # Non-square, not multiples of 16, upscaled and downscaled by ResizeLongestSide.
 SIZES = [(300, 500), (777, 513), (37, 50), (1100, 900)]
@@ -41,34 +41,6 @@ def scenes(sam):
         objects = random_objects(rng, h, w, OBJECTS)
         embedding = SamEngine(sam, PromptSpec(["hbox"])).encode([image])
         out[(h, w)] = image, objects, predictor_for(sam, image), embedding
-    return out
-
-
-# SAM's masks are logits > 0; the engine computes the same logits in another order, so pixels whose
-# logit is within float rounding of 0 may fall either way (the random tiny SAM has many such pixels).
-ROUNDING = 1e-4
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return 1.0 if union == 0 else (a & b).sum() / union
-
-
-def assert_same_mask(got: np.ndarray, logits: np.ndarray, where: np.ndarray | None = None) -> None:
-    """got equals logits > 0 (inside `where`) except at pixels within rounding of 0; IoU >= 0.99."""
-    expected = logits > 0
-    if where is not None:
-        expected &= where
-        assert not (got & ~where).any()
-    differ = got != expected
-    assert not (differ & (np.abs(logits) > ROUNDING)).any()
-    if (got | expected).sum() >= 500:
-        assert iou(got, expected) >= 0.99
-
-
-def region_mask(shape: tuple[int, int], x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-    out = np.zeros(shape, dtype=bool)
-    out[y0:y1, x0:x1] = True
     return out
 
 

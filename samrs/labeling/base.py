@@ -23,6 +23,8 @@ class InstanceMask(MaskCrop):
     score: float | None = None  # SAM's predicted IoU; None for model-free labelers
     prompt: str = ""
     outside: int = 0  # predicted pixels outside the kept region around the box (counted, dropped)
+    concept_score: float | None = None  # SAM 3 (prompt hbox_text): how surely the model sees the class there
+    dropped: str = ""  # why the labeler drops this object (not written; listed in report.json)
 
     @property
     def area(self) -> int:

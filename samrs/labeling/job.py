@@ -180,8 +180,17 @@ def label_batch(labeler: Labeler, batch: LabelBatch) -> list[list[InstanceMask]]
     return masks
 
 
+def dropped_problems(record: ImageRecord, masks: Sequence[InstanceMask]) -> list[Problem]:
+    """The objects a labeler dropped (e.g. SAM 3 below min_concept_score), for report.json."""
+    return [Problem(record.name, None, "labeler_dropped",
+                    f"object {m.object_index} ({record.objects[m.object_index].name}): {m.dropped}", "dropped")
+            for m in masks if m.dropped]
+
+
 def write_labeled(writer: SubsetWriter, image: np.ndarray, record: ImageRecord, masks: Sequence[InstanceMask]) -> None:
-    """One labeled image with its rotated boxes, truncation flags and place in the source image."""
+    """One labeled image with its rotated boxes, truncation flags and place in the source image; masks
+    the labeler dropped are left out."""
+    masks = [m for m in masks if not m.dropped]
     objects = [record.objects[m.object_index] for m in masks]
     writer.write(
         record.name,
@@ -213,9 +222,13 @@ class LabelRun:
         self.strict = strict
 
     def write_batch(self, batch: LabelBatch, masks: Sequence[Sequence[InstanceMask]]) -> None:
-        for (image, record), image_masks in zip(batch.pairs, masks):
-            if not self.writer.is_done(record.name):
-                write_labeled(self.writer, image, record, image_masks)
+        masks_of = iter(masks)
+        for item in batch.items:  # batch.pairs are the items' pairs, in order
+            for image, record in item.pairs:
+                image_masks = next(masks_of)
+                if not self.writer.is_done(record.name):
+                    write_labeled(self.writer, image, record, image_masks)
+                item.problems.extend(dropped_problems(record, image_masks))
         for item in batch.items:
             if item.name is not None:
                 self.store.save(item.name, item.problems)

@@ -65,6 +65,8 @@ def annotation_entry(inst: InstanceMask, height: int, width: int, rbox: np.ndarr
         entry["rbox"] = [round(float(v), 2) for v in np.asarray(rbox).reshape(-1)]
     if inst.outside:
         entry["outside"] = int(inst.outside)
+    if inst.concept_score is not None:
+        entry["concept_score"] = float(inst.concept_score)
     return entry
 
 

@@ -93,3 +93,15 @@ def test_nothing_to_collect(tmp_path):
     (tmp_path / "quality.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         find_runs([tmp_path])
+
+
+def test_a_column_per_sam_model(tmp_path):
+    write_run(tmp_path / "a", "sam", "hbox", (0.9, 0.8), model="vit_h")
+    write_run(tmp_path / "b", "sam", "hbox", (0.95, 0.85), model="sam2.1_hiera_l")
+    write_run(tmp_path / "c", "sam", "cp", (0.2, 0.1), model="sam2.1_hiera_l")
+    write_run(tmp_path / "d", "box_fill", None, (0.4, 0.38))
+    markdown = render_markdown(build_tables(find_runs([tmp_path]), PAPER, ORDER))
+    block = markdown.split("Per model, mIoU_I / mIoU_P (hrsc2016):")[1].strip().splitlines()
+    assert block[0] == "| Setting | sam2.1_hiera_l | vit_h |"
+    assert block[2:4] == ["| CP | 20.00 / 10.00 | – |", "| H-Box | 95.00 / 85.00 | 90.00 / 80.00 |"]
+    assert len(block) == 4  # model-free labelers are rows of Table 1, not of the model comparison

@@ -46,7 +46,7 @@ from samrs.utils.io import atomic_path, write_json
 QUALITY_FILE = "quality.json"
 INSTANCES_FILE = "quality_instances.csv"
 # meta.json fields that say what made the labels (SamLabeler.meta adds model and checkpoint).
-LABELER_FIELDS = ("labeler", "prompt", "model_type", "checkpoint", "sha256", "multimask", "whole_image")
+LABELER_FIELDS = ("labeler", "prompt", "family", "model_type", "checkpoint", "sha256", "multimask", "whole_image")
 CSV_COLUMNS = ("image", "source_image", "object_index", "source_index", "class", "intersection", "union",
                "iou", "score", "status")
 DEFINITIONS = {

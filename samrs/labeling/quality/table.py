@@ -1,6 +1,7 @@
 """The quality.json files of many label runs as the paper's Table 1: one table per dataset, a row per
-labeling setting (SAM prompt, model-free labeler), mIoU_I and mIoU_P in percent beside the
-paper's figures where it gives them; per-class tables for datasets with several classes.
+labeling setting (SAM model and prompt, model-free labeler), mIoU_I and mIoU_P in percent beside the
+paper's figures where it gives them; with several SAM models (families) a table with a column per
+model; per-class tables for datasets with several classes.
 """
 
 from __future__ import annotations
@@ -160,12 +161,38 @@ def render_markdown(tables: Sequence[Table], digits: int = 2) -> str:
                        f"{figure(paper[0], digits)} | {figure(paper[1], digits)} | {r.get('instances', 0)} | "
                        f"{left or '–'} |")
         out.append("")
+        if len(sam_models(table)) > 1:
+            out.extend(per_model_markdown(table, digits))
         if len(table.classes) > 1:
             out.extend(per_class_markdown(table, digits))
         if table.replaced:
             out.append("Older runs of the same settings, not shown: " + ", ".join(f"`{p}`" for p in table.replaced))
             out.append("")
     return "\n".join(out)
+
+
+def sam_models(table: Table) -> list[str]:
+    """The SAM models (`sam=` options) of a table's rows, in row order."""
+    return list(dict.fromkeys(row.run.setting[2] for row in table.rows if row.run.setting[0] == "sam"))
+
+
+def per_model_markdown(table: Table, digits: int) -> list[str]:
+    """SAM prompts as rows, models (families) as columns, each cell 'mIoU_I / mIoU_P': the models
+    compared on the same dataset and prompts."""
+    models = sam_models(table)
+    cells: dict[str, dict[str, str]] = {}
+    for row in table.rows:
+        labeler, _, model = row.run.setting
+        if labeler == "sam":
+            r = row.run.report
+            cells.setdefault(row.label, {})[model] = f"{percent(r.get('mIoU_I'), digits)} / {percent(r.get('mIoU_P'), digits)}"
+    lines = [f"Per model, mIoU_I / mIoU_P ({table.dataset[0]}):\n",
+             "| Setting | " + " | ".join(models) + " |",
+             "|---|" + "---:|" * len(models)]
+    for label, by_model in cells.items():
+        lines.append(f"| {label} | " + " | ".join(by_model.get(m, "–") for m in models) + " |")
+    lines.append("")
+    return lines
 
 
 def per_class_markdown(table: Table, digits: int) -> list[str]:

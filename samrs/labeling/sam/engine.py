@@ -1,10 +1,13 @@
-"""Batched SAM inference: images and their objects' prompts in, one mask crop per object out.
+"""Batched SAM inference for every model family: images and their objects' prompts in, one mask crop
+per object out.
 
+The engine is shared; a family module (sam1.py, hq.py, sam2.py, sam3.py) supplies the model's image
+encoder, prompt encoding and decoder, and the low-res logits of a window of cells (family.py).
 Per call: the image encoder runs once per image with objects, several per forward pass, under autocast
 on GPU. Per image, the objects are sorted by the size of their region and decoded in chunks of
 `chunk_size` prompts (memory is bounded by one chunk, whatever the object count); each mask is then
-computed only inside a window around its object (see decoder.py), equal there to what SAM's
-postprocess_masks gives at full size, in batches of windows of at most `max_window_pixels` pixels
+computed only inside a window around its object (see decoder.py), equal there to what the family's
+own post-processing gives at full size, in batches of windows of at most `max_window_pixels` pixels
 once padded to the batch's largest.
 
 Regions of one object, in image pixels:
@@ -27,17 +30,14 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from segment_anything.modeling import Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 
 from samrs.errors import ConfigError
 from samrs.labeling.base import InstanceMask
-from samrs.labeling.sam.decoder import choose_masks, decode_tokens, window_logits
+from samrs.labeling.sam.decoder import apply_taps
+from samrs.labeling.sam.family import PRECISIONS, SamFamily, as_family
 from samrs.labeling.sam.frames import SamFrame
 from samrs.labeling.sam.prompts import PromptSpec, build_prompts
 from samrs.sources.records import ObjectRecord
-
-PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def object_extents(objects: Sequence[ObjectRecord]) -> np.ndarray:
@@ -79,11 +79,14 @@ class Stopwatch:
 
 
 class SamEngine:
-    """Labels objects with SAM: see the module docstring for regions, chunks and exactness."""
+    """Labels objects with a SAM family: see the module docstring for regions, chunks and exactness.
+
+    `sam`: a family (family.SamFamily), or segment-anything's Sam (wrapped as SAM 1).
+    """
 
     def __init__(
         self,
-        sam: Sam,
+        sam: SamFamily | torch.nn.Module,
         prompt: PromptSpec,
         chunk_size: int = 64,
         margin_frac: float = 0.25,
@@ -101,7 +104,8 @@ class SamEngine:
             raise ConfigError("chunk_size, encoder_batch_size and max_window_pixels must be >= 1")
         if margin_frac < 0 or margin_px < 0 or outside_band_px < 0:
             raise ConfigError("margin_frac, margin_px and outside_band_px must be >= 0")
-        self.sam = sam
+        self.family = as_family(sam)
+        self.family.check_prompt(prompt)
         self.prompt = prompt
         self.chunk_size = chunk_size
         self.margin_frac = margin_frac
@@ -112,23 +116,15 @@ class SamEngine:
         self.precision = precision
         self.encoder_batch_size = encoder_batch_size
         self.max_window_pixels = max_window_pixels
-        self.resize = ResizeLongestSide(sam.image_encoder.img_size)
         self.stopwatch = Stopwatch()
 
     @property
     def device(self) -> torch.device:
-        return self.sam.device
-
-    @property
-    def embedding_side(self) -> int:
-        return self.sam.prompt_encoder.image_embedding_size[0]
-
-    @property
-    def low_res(self) -> int:
-        return self.sam.prompt_encoder.mask_input_size[0]
+        return self.family.device
 
     def frame(self, height: int, width: int) -> SamFrame:
-        return SamFrame.for_image(height, width, self.sam.image_encoder.img_size, self.low_res)
+        f = self.family
+        return SamFrame.for_image(height, width, f.img_size, f.low_res, f.square)
 
     def autocast(self) -> torch.autocast:
         """bf16/fp16 autocast on GPU; CPU always runs fp32 (CPU half precision is slower, not faster)."""
@@ -136,17 +132,14 @@ class SamEngine:
         return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision], enabled=enabled)
 
     @torch.inference_mode()
-    def encode(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """(B, C, h, w) float32 image embeddings of (H, W, 3) uint8 RGB images, as SamPredictor.set_image."""
+    def encode(self, images: Sequence[np.ndarray]):
+        """The family's image features of (H, W, 3) uint8 RGB images, `encoder_batch_size` per pass,
+        as its own predictor computes them (segment-anything: a (B, C, h, w) tensor)."""
         out = []
         for start in range(0, len(images), self.encoder_batch_size):
-            batch = []
-            for image in images[start : start + self.encoder_batch_size]:
-                resized = torch.as_tensor(self.resize.apply_image(image), device=self.device)
-                batch.append(self.sam.preprocess(resized.permute(2, 0, 1).float()))
-            with self.stopwatch("encoder"), self.autocast():
-                out.append(self.sam.image_encoder(torch.stack(batch)).float())
-        return torch.cat(out)
+            with self.stopwatch("encoder"):
+                out.append(self.family.encode(images[start : start + self.encoder_batch_size], self.autocast))
+        return self.family.concat(out)
 
     def regions(self, objects: Sequence[ObjectRecord], frame: SamFrame) -> tuple[np.ndarray, np.ndarray]:
         """(N, 4) kept regions and (N, 4) computed regions (kept + probe band), x0, y0, x1, y1."""
@@ -162,37 +155,37 @@ class SamEngine:
     @torch.inference_mode()
     def predict(
         self,
-        embedding: torch.Tensor,
+        embedding,
         frame: SamFrame,
         objects: Sequence[ObjectRecord],
     ) -> list[InstanceMask]:
-        """One InstanceMask per object of one image (embedding (1, C, h, w) from `encode`), in order."""
+        """One InstanceMask per object of one image (`embedding`: `encode`'s output for it), in order."""
         if not objects:
             return []
+        family = self.family
         with self.stopwatch("prompts"):
             prompts = build_prompts(self.prompt, objects, frame)
             kept, computed = self.regions(objects, frame)
-            windows = _Windows(frame, computed, self.embedding_side, self.device)
+            windows = _Windows(frame, computed, family.embedding_side, self.device, family.halo)
             order = np.argsort(windows.pixels, kind="stable")  # similar sizes share a chunk
-            image_pe = self.sam.prompt_encoder.get_dense_pe()
+            context = family.image_context(embedding)
+        concept = None
+        if self.prompt.text:
+            with self.stopwatch("concept"), self.autocast():
+                concept = family.concept_scores(context, objects, frame)
         results: list[InstanceMask | None] = [None] * len(objects)
         for start in range(0, len(objects), self.chunk_size):
             chunk = order[start : start + self.chunk_size]
             with self.stopwatch("decoder"):
-                points, boxes, masks = prompts.encoder_inputs(chunk, self.device)
-                # Prompt and positional encodings (sin/cos of coordinates) stay fp32; they are cheap.
-                sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
-                with self.autocast():
-                    dense = dense if masks is not None else None
-                    tokens, image_tokens = decode_tokens(self.sam, embedding, image_pe, sparse, dense)
-                    _, scores, hyper = choose_masks(self.sam, tokens, self.multimask)
-                scores = scores.float().cpu().numpy()
+                decoded = family.decode(context, *prompts.encoder_inputs(chunk, self.device), self.multimask, self.autocast)
+                scores = decoded.scores.float().cpu().numpy()
             for part in windows.batches(chunk, self.max_window_pixels):
                 with self.stopwatch("masks"), self.autocast():
                     batch = torch.as_tensor(part, device=self.device)
                     objects_part = chunk[part]
-                    logits = window_logits(self.sam, image_tokens, hyper, batch, *windows.args(objects_part))
-                    predicted = logits > self.sam.mask_threshold
+                    cells, shape, row_taps, col_taps = windows.args(objects_part)
+                    low_res = family.window_low_res(context, decoded, batch, cells, shape)
+                    predicted = apply_taps(low_res, row_taps, col_taps) > family.mask_threshold
                 with self.stopwatch("results"):
                     crops = _crops(predicted, kept[objects_part], computed[objects_part])
                     for (mask, x0, y0, outside), j, i in zip(crops, part, objects_part):
@@ -205,6 +198,7 @@ class SamEngine:
                             score=float(scores[j]),
                             prompt=self.prompt.name,
                             outside=outside,
+                            concept_score=None if concept is None else float(concept[i]),
                         )
         return results  # type: ignore[return-value]
 
@@ -221,9 +215,15 @@ class SamEngine:
 
 
 class _Windows:
-    """Per-object windows of embedding cells and their postprocess taps, for one image."""
+    """Per-object windows of embedding cells and their postprocess taps, for one image.
 
-    def __init__(self, frame: SamFrame, computed: np.ndarray, embedding_side: int, device: torch.device) -> None:
+    `halo` more cells on each side (clipped to the frame) for families whose upscaling has
+    convolutions wider than one cell (SAM-HQ's 3x3 convolutions reach 2 low-res pixels, under a cell).
+    """
+
+    def __init__(
+        self, frame: SamFrame, computed: np.ndarray, embedding_side: int, device: torch.device, halo: int = 0
+    ) -> None:
         self.device = device
         self.side = embedding_side
         self.cell = frame.low_res // embedding_side  # low-res pixels per embedding cell (4)
@@ -232,6 +232,8 @@ class _Windows:
         self.cells_lo = np.stack([row_start[computed[:, 1]], col_start[computed[:, 0]]], axis=1) // self.cell
         last = np.stack([row_start[computed[:, 3] - 1], col_start[computed[:, 2] - 1]], axis=1) + 2
         self.cells_hi = np.minimum(last, frame.low_res - 1) // self.cell
+        self.cells_lo = np.maximum(self.cells_lo - halo, 0)
+        self.cells_hi = np.minimum(self.cells_hi + halo, embedding_side - 1)
         self.pixels = np.prod(computed[:, 2:] - computed[:, :2], axis=1)
         self.taps = [torch.as_tensor(t, device=device) for t in (row_start, row_w, col_start, col_w)]
 
@@ -247,7 +249,8 @@ class _Windows:
         yield np.arange(start, len(chunk))
 
     def args(self, index: np.ndarray):
-        """Window arguments of decoder.window_logits for the objects `index`, padded to the largest."""
+        """For the objects `index`, windows padded to the largest: first cells (b, 2) (row, col), the
+        window's (rows, cols) of cells, and the row and column taps (decoder.apply_taps)."""
         shape = (self.cells_hi[index] - self.cells_lo[index] + 1).max(axis=0)
         first = np.minimum(self.cells_lo[index], self.side - shape)
         region = self.computed[index]

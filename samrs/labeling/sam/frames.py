@@ -3,16 +3,18 @@
 Three frames (x right, y down, continuous coordinates, (0, 0) the top-left corner of a pixel):
 
 - image: the original (H, W) image;
-- input: the image resized by ResizeLongestSide so its long side is `img_size` (1024), then padded
-  bottom/right to img_size x img_size; the image encoder sees this frame;
-- low-res: the input frame divided by img_size / low_res (1024 / 256 = 4); the mask decoder predicts,
-  and mask prompts are given, in this frame.
+- input: what the image encoder sees, img_size x img_size (1024; SAM 3: 1008). SAM 1 and SAM-HQ
+  resize the image so its long side is img_size (ResizeLongestSide) and pad bottom/right; SAM 2,
+  EdgeTAM and SAM 3 (`square`) resize it to the square, changing its aspect ratio;
+- low-res: the input frame divided by img_size / low_res (1024 / 256 = 1008 / 288 = 4); the mask
+  decoder predicts, and mask prompts are given, in this frame.
 
-SAM's `postprocess_masks` takes low-res logits to the image by two bilinear resizes
-(align_corners=False): low_res -> img_size, crop to the input size, -> (H, W). Both are separable
-and linear, so along each axis every image row (column) is a weighted sum of at most 3 consecutive
+SAM 1 / SAM-HQ's `postprocess_masks` take low-res logits to the image by two bilinear resizes
+(align_corners=False): low_res -> img_size, crop to the input size, -> (H, W); the square families'
+processors (Sam2Processor.post_process_masks) by one: low_res -> (H, W). Both are separable and
+linear, so along each axis every image row (column) is a weighted sum of at most 3 consecutive
 low-res rows (columns). `postprocess_taps` computes those weights once per image size; the engine
-applies them to a window of low-res logits around each object and so reproduces SAM's full-size
+applies them to a window of low-res logits around each object and so reproduces the full-size
 masks inside that window without ever making a full-size mask.
 """
 
@@ -37,9 +39,12 @@ class SamFrame:
     input_width: int
     img_size: int  # SAM's square input side (1024)
     low_res: int  # side of the low-res mask frame (256)
+    square: bool = False  # resized to img_size x img_size (SAM 2, EdgeTAM, SAM 3), not longest side + pad
 
     @classmethod
-    def for_image(cls, height: int, width: int, img_size: int, low_res: int) -> SamFrame:
+    def for_image(cls, height: int, width: int, img_size: int, low_res: int, square: bool = False) -> SamFrame:
+        if square:
+            return cls(height, width, img_size, img_size, img_size, low_res, True)
         input_height, input_width = ResizeLongestSide.get_preprocess_shape(height, width, img_size)
         return cls(height, width, input_height, input_width, img_size, low_res)
 
@@ -48,14 +53,22 @@ class SamFrame:
         """(2,) x, y factors image -> input frame, as ResizeLongestSide.apply_coords uses them."""
         return np.array([self.input_width / self.width, self.input_height / self.height])
 
+    def to_input(self, xy: np.ndarray) -> np.ndarray:
+        """(..., 2) image-frame points in the input frame (ResizeLongestSide.apply_coords; the square
+        families' processors scale x by img_size / W and y by img_size / H the same way)."""
+        return np.asarray(xy, dtype=np.float64) * self.input_scale
+
     def to_low_res(self, xy: np.ndarray) -> np.ndarray:
         """(..., 2) image-frame points in the low-res mask frame."""
         return np.asarray(xy, dtype=np.float64) * self.input_scale * (self.low_res / self.img_size)
 
     def taps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Row start, row weights, column start, column weights (see `postprocess_taps`)."""
-        rows = postprocess_taps(self.height, self.input_height, self.img_size, self.low_res)
-        cols = postprocess_taps(self.width, self.input_width, self.img_size, self.low_res)
+        if self.square:
+            rows, cols = resize_taps(self.height, self.low_res), resize_taps(self.width, self.low_res)
+        else:
+            rows = postprocess_taps(self.height, self.input_height, self.img_size, self.low_res)
+            cols = postprocess_taps(self.width, self.input_width, self.img_size, self.low_res)
         return rows[0], rows[1], cols[0], cols[1]
 
 
@@ -91,3 +104,13 @@ def postprocess_taps(out_size: int, input_size: int, img_size: int, low_res: int
     if not np.allclose(weights.sum(axis=1), 1.0):  # every non-zero tap lies in the window
         raise AssertionError(f"postprocess taps do not cover the resize {low_res}->{img_size}->{out_size}")
     return start, weights.astype(np.float32)
+
+
+@lru_cache(maxsize=64)
+def resize_taps(out_size: int, low_res: int) -> tuple[np.ndarray, np.ndarray]:
+    """One bilinear resize low_res -> out_size (align_corners=False) as (start, weights (out, TAPS))."""
+    lo, hi, w = _bilinear_source(out_size, low_res)
+    weights = np.zeros((out_size, TAPS), dtype=np.float64)
+    weights[:, 0] = 1.0 - w
+    np.add.at(weights, (np.arange(out_size), hi - lo), w)  # hi == lo at the last row: one tap
+    return lo, weights.astype(np.float32)

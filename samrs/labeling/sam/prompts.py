@@ -7,13 +7,14 @@ Prompt types, from an ObjectRecord `o` (image-frame coordinates):
 - rhbox: min/max over the vertices of `o.region()`: the 4 rotated corners, or for an object clipped
   to a tile its clipped polygon (so the box never reaches outside the tile);
 - hbox_m, rbox_m, rhbox_m: mask prompts, +mask_value inside the region (the hbox, the rotated box /
-  clipped polygon `o.region()`, the rhbox) and -mask_value outside, in SAM's low-res mask frame.
+  clipped polygon `o.region()`, the rhbox) and -mask_value outside, in SAM's low-res mask frame;
+- text (SAM 3 only): the object's class name as a concept (`concept_text`), beside a box prompt.
 
 A spec combines at most one point, one box and one mask prompt (SAM's prompt encoder takes one
-box per prompt). Points and boxes go through ResizeLongestSide.apply_coords / apply_boxes exactly
-as SamPredictor.predict would send them; mask regions go through the same scale into the low-res
-frame, so a box given in image pixels covers the low-res cells under which the image encoder sees
-it. A low-res cell is inside when its centre is.
+box per prompt). Points and boxes are scaled into the input frame exactly as SamPredictor.predict
+(ResizeLongestSide.apply_coords / apply_boxes) or the square families' processors send them; mask
+regions go through the same scale into the low-res frame, so a box given in image pixels covers
+the low-res cells under which the image encoder sees it. A low-res cell is inside when its centre is.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from typing import Sequence
 import numpy as np
 import torch
 from matplotlib.path import Path as PolygonPath
-from segment_anything.utils.transforms import ResizeLongestSide
 
 from samrs.errors import ConfigError
 from samrs.geometry import hbox_of
@@ -35,7 +35,8 @@ from samrs.sources.records import ObjectRecord
 POINT_PROMPTS = ("cp",)
 BOX_PROMPTS = ("hbox", "rhbox")
 MASK_PROMPTS = ("hbox_m", "rbox_m", "rhbox_m")
-PROMPT_TYPES = POINT_PROMPTS + BOX_PROMPTS + MASK_PROMPTS
+TEXT_PROMPTS = ("text",)
+PROMPT_TYPES = POINT_PROMPTS + BOX_PROMPTS + MASK_PROMPTS + TEXT_PROMPTS
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,13 @@ class PromptSpec:
         unknown = [t for t in types if t not in PROMPT_TYPES]
         if not types or unknown:
             raise ConfigError(f"prompt types {list(types)}: give one or more of {list(PROMPT_TYPES)}")
-        for family in (POINT_PROMPTS, BOX_PROMPTS, MASK_PROMPTS):
+        for family in (POINT_PROMPTS, BOX_PROMPTS, MASK_PROMPTS, TEXT_PROMPTS):
             if sum(t in family for t in types) > 1:
                 raise ConfigError(
                     f"prompt types {list(types)}: at most one of {list(family)} (SAM takes one per prompt)"
                 )
+        if "text" in types and types[0] not in BOX_PROMPTS:
+            raise ConfigError(f"prompt types {list(types)}: text (the class name) comes after a box, e.g. [hbox, text]")
 
     @property
     def name(self) -> str:
@@ -75,6 +78,10 @@ class PromptSpec:
     @property
     def mask(self) -> str | None:
         return self._pick(MASK_PROMPTS)
+
+    @property
+    def text(self) -> bool:
+        return "text" in self.types
 
 
 def rhbox(obj: ObjectRecord) -> np.ndarray:
@@ -140,15 +147,21 @@ class ObjectPrompts:
 
 def build_prompts(spec: PromptSpec, objects: Sequence[ObjectRecord], frame: SamFrame) -> ObjectPrompts:
     """The prompts `spec` asks for, for every object, in SAM's frames."""
-    resize = ResizeLongestSide(frame.img_size)
-    size = (frame.height, frame.width)
     points = boxes = polygons = None
     if spec.point is not None:
         centres = np.array([o.center() for o in objects], dtype=np.float64).reshape(-1, 1, 2)
-        points = resize.apply_coords(centres, size)
+        points = frame.to_input(centres)
     if spec.box is not None:
-        image_boxes = np.array([_box(o, spec.box) for o in objects], dtype=np.float64).reshape(-1, 4)
-        boxes = resize.apply_boxes(image_boxes, size)
+        image_boxes = np.array([_box(o, spec.box) for o in objects], dtype=np.float64).reshape(-1, 2, 2)
+        boxes = frame.to_input(image_boxes).reshape(-1, 4)
     if spec.mask is not None:
         polygons = [frame.to_low_res(mask_region(o, spec.mask)) for o in objects]
     return ObjectPrompts(spec, frame, points, boxes, polygons)
+
+
+def concept_text(name: str, names: dict[str, str] | None = None) -> str:
+    """The text concept of a class: `names[name]` when given, else the name with _ and - as spaces
+    ("small-vehicle" -> "small vehicle")."""
+    if names and name in names:
+        return str(names[name])
+    return " ".join(name.replace("_", " ").replace("-", " ").split())
