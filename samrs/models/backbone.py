@@ -109,7 +109,7 @@ def download_timm_weights(tag: str) -> dict[str, torch.Tensor]:
     try:
         return timm.create_model(tag, pretrained=True).state_dict()
     except OSError as err:  # the hub's or urllib's: no network and no cached copy
-        raise ConfigError(f"model.net.backbone.pretrained=true: timm cannot download the ImageNet weights {tag} "
+        raise ConfigError(f"model.net.backbone.pretrained=true: timm cannot download the ImageNet weights of {tag} "
                           f"({type(err).__name__}: offline?). Pass a local copy of them: start.checkpoint=FILE "
                           "(or model.net.backbone.checkpoint=FILE)") from None
 
