@@ -16,6 +16,7 @@ from samrs.data.batching import (
     epoch_steps,
     proportional_batch_sizes,
     rank_shares,
+    truncated_batch_sizes,
 )
 
 SAMRS_SIZES = {"sota": 17480, "sior": 11725, "fast": 64147}  # training images of the release
@@ -221,3 +222,10 @@ def test_collate_groups_a_step_by_subset():
     assert list(batch) == ["a", "b", "c"]
     assert batch["c"]["image"].shape == (3, 3, 4, 4) and batch["c"]["name"] == ["n3", "n4", "n5"]
     assert batch["b"]["mask"].dtype == torch.long and "subset" not in batch["a"]
+
+
+def test_official_split_truncates_each_process_share():
+    assert truncated_batch_sizes(96, SAMRS_SIZES) == {"sota": 17, "sior": 12, "fast": 65}  # 94 of 96
+    assert truncated_batch_sizes(12, SAMRS_SIZES) == {"sota": 2, "sior": 1, "fast": 8}  # x 8 GPUs: 16 / 8 / 64
+    with pytest.raises(ValueError, match="int\\(6 x share\\) is 0 for sior"):
+        truncated_batch_sizes(6, SAMRS_SIZES)

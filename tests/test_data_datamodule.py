@@ -141,6 +141,14 @@ def test_simulated_ranks_draw_the_single_process_global_batch(generated_subsets,
     assert f"x batch {3 * world} (3 per process x {world} processes)" in caplog.text
 
 
+def test_official_batch_split_truncates(generated_subsets, tmp_path):
+    module = ready(data_module("samrs", generated_subsets, tmp_path, "data.batch_size=12", "data.batch_split=official"))
+    sizes = {k: len(v) for k, v in module.train_sets.items()}
+    expected = {k: int(12 * n / sum(sizes.values())) for k, n in sizes.items()}
+    assert module.train_batch_sizes == module.global_batch_sizes == expected
+    assert {k: len(part["name"]) for k, part in next(iter(module.train_dataloader())).items()} == expected
+
+
 def test_batch_smaller_than_subset_count(generated_subsets, tmp_path):
     module = data_module("samrs", generated_subsets, tmp_path, "data.batch_size=2")
     module.prepare_data()

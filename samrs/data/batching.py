@@ -47,6 +47,19 @@ def proportional_batch_sizes(batch_size: int, sizes: Mapping[str, int], minimum:
     return out
 
 
+def truncated_batch_sizes(batch_size: int, sizes: Mapping[str, int]) -> dict[str, int]:
+    """The official script's split: int(B * L_i / sum L) for each subset, of each process's batch.
+    The parts add up to less than B (96 gives 17 / 12 / 65 with the release sizes); a subset whose
+    part truncates to 0 is an error (the official script would build a loader of batch size 0)."""
+    total = sum(sizes.values())
+    out = {k: int(batch_size * n / total) for k, n in sizes.items()}
+    empty = [k for k, b in out.items() if b == 0]
+    if empty:
+        raise ValueError(f"data.batch_split=official: int({batch_size} x share) is 0 for {', '.join(empty)}; raise "
+                         f"data.batch_size or use data.batch_split=proportional")
+    return out
+
+
 def rank_shares(global_sizes: Sequence[int], world_size: int) -> np.ndarray:
     """(world_size, subsets) array: how many samples of each subset's global mini-batch each rank
     takes. Columns sum to `global_sizes`, every row to sum(global_sizes) / world_size (a DataLoader

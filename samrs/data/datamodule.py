@@ -30,6 +30,7 @@ from samrs.data.batching import (
     epoch_steps,
     proportional_batch_sizes,
     rank_shares,
+    truncated_batch_sizes,
 )
 from samrs.data.blocks import BlockCodec
 from samrs.data.cache import SubsetCache, problems_of
@@ -43,6 +44,7 @@ from samrs.utils.logging import get_logger
 log = get_logger(__name__)
 
 ON_ERROR = ("raise", "skip")
+BATCH_SPLITS = ("proportional", "official")
 VAL_MODES = ("crop", "whole")
 
 
@@ -65,6 +67,9 @@ class SAMRSDataModule(L.LightningDataModule):
 
     `layout`: the SubsetLayout fields shared by all subsets (a subset's own keys win).
     `batch_size`: per process; split over the subsets in proportion to their training sizes.
+    `batch_split`: "proportional" splits the global batch (batch_size x processes) by largest
+    remainders, every subset at least one sample per process; "official" truncates each process's
+    share with int() as the official script (fewer than batch_size samples per step).
     `steps_per_epoch`: null for ceil(N / (batch_size * world size)), N = all training images.
     `cache`: {enabled, dir, codec, block, png_level, jpeg_quality, workers}; the block cache
     (lossless by default) that lets a crop decode only the pixels under it.
@@ -80,6 +85,7 @@ class SAMRSDataModule(L.LightningDataModule):
         subsets: Mapping[str, Mapping[str, Any] | None],
         layout: Mapping[str, Any] | None = None,
         batch_size: int = 96,
+        batch_split: str = "proportional",
         steps_per_epoch: int | None = None,
         val_batch_size: int = 8,
         num_workers: int = 4,
@@ -101,6 +107,9 @@ class SAMRSDataModule(L.LightningDataModule):
             raise ValueError("data.subsets is empty: name at least one subset")
         if on_error not in ON_ERROR:
             raise ValueError(f"data.on_error={on_error!r}; choose one of {', '.join(ON_ERROR)}")
+        if batch_split not in BATCH_SPLITS:
+            raise ValueError(f"data.batch_split={batch_split!r}; choose one of {', '.join(BATCH_SPLITS)}")
+        self.batch_split = batch_split
         if val_mode not in VAL_MODES:
             raise ValueError(f"data.val_mode={val_mode!r}; choose one of {', '.join(VAL_MODES)}")
         self.val_mode, self.val_split = val_mode, val_split
@@ -125,6 +134,7 @@ class SAMRSDataModule(L.LightningDataModule):
         self.val_sets: dict[str, SegmentationDataset] = {}
         self.train_batch_sizes: dict[str, int] = {}  # this process's share of each step
         self.global_batch_sizes: dict[str, int] = {}  # all processes together
+        self._split_world = 0  # the world size they were split for
 
     # ---- classes ----------------------------------------------------------------------------
 
@@ -276,8 +286,12 @@ class SAMRSDataModule(L.LightningDataModule):
         each subset's part out to the processes: together they draw what one process with the
         global batch would (every process gets at least one sample of every subset)."""
         world, rank = self._replicas()
+        self._split_world = world
         sizes = {k: len(v) for k, v in self.train_sets.items()}
-        self.global_batch_sizes = proportional_batch_sizes(self.batch_size * world, sizes, minimum=world)
+        if self.batch_split == "official":
+            self.global_batch_sizes = {k: b * world for k, b in truncated_batch_sizes(self.batch_size, sizes).items()}
+        else:
+            self.global_batch_sizes = proportional_batch_sizes(self.batch_size * world, sizes, minimum=world)
         shares = rank_shares(list(self.global_batch_sizes.values()), world)[rank]
         self.train_batch_sizes = dict(zip(self.global_batch_sizes, shares.tolist()))
 
@@ -293,7 +307,7 @@ class SAMRSDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         world, rank = self._replicas()
-        if not self.global_batch_sizes or sum(self.global_batch_sizes.values()) != self.batch_size * world:
+        if self._split_world != world:
             self._split_batch()  # setup() ran before the world size was known
         data = MultiSubsetDataset(self.train_sets, seed=self.seed)
         steps = self.steps_per_epoch(world)
@@ -317,7 +331,7 @@ class SAMRSDataModule(L.LightningDataModule):
         parts = ", ".join(
             f"{k} {g} ({steps * g / n:.2f} passes of {n})" for (k, g), n in zip(self.global_batch_sizes.items(), sizes))
         log.info("training epoch: %d steps x batch %d (%d per process x %d processes) = %d samples; per step: %s",
-                 steps, batch, self.batch_size, world, steps * batch, parts)
+                 steps, batch, batch // world, world, steps * batch, parts)
         if world > 1:
             low, high = sampler.shares.min(axis=0), sampler.shares.max(axis=0)
             log.info("each process takes per step: %s", ", ".join(
