@@ -1,5 +1,5 @@
-"""The pre-training job end to end: experiments, logging, export, resume, bad configuration, DDP,
-sweeps (python -m samrs.train experiment=sep_*)."""
+"""The pre-training job end to end: experiments, logging, export, bad configuration, DDP,
+sweeps (python -m samrs.train experiment=sep_*). Resume: tests/test_resume.py."""
 
 from __future__ import annotations
 
@@ -203,9 +203,6 @@ def test_checkpoint_of_another_model_is_refused(swin_run, generated_subsets, tmp
         run("sep_convnext_t_debug", tmp_path, generated_subsets, f"ckpt_path={ckpt}")
 
 
-# --- resume: tests/test_resume.py ------------------------------------------------------------------
-
-
 # --- several processes, sweeps -----------------------------------------------------------------------
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -218,15 +215,18 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(generated_subsets, tmp_path):
+    # 8 per process: the global 16 splits 6 / 5 / 5, at least 2 of each subset per process (BatchNorm
+    # without SyncBatchNorm, which needs GPUs)
     proc = run_cli(["experiment=sep_convnext_t_debug", "trainer=ddp_cpu", "name=ddp", *QUICK,
-                    *data_overrides(generated_subsets)], tmp_path)
+                    *data_overrides(generated_subsets), "data.batch_size=8"], tmp_path)
     out = tmp_path / "logs" / "train" / "ddp"
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
     assert column(read_metrics(out), "val/mIoU")
     assert (out / "pretrained.pt").is_file() and (out / "metrics.json").is_file()
     # rank zero's log lines reach the console and the log file, the summary names every output
     log = (out / "train.log").read_text()
-    assert "x 2 processes" in log and "last checkpoint:" in log and "pre-trained weights for fine-tuning" in log
+    assert "x batch 16 (8 per process x 2 processes)" in log and "each process takes per step: sota 3" in log
+    assert "last checkpoint:" in log and "pre-trained weights for fine-tuning" in log
     assert "last checkpoint:" in proc.stdout + proc.stderr
 
 
