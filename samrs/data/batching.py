@@ -178,14 +178,10 @@ class ResumableLoader(DataLoader):
 
     progress: Callable[[], tuple[int, int]] | None = None
 
-    @property
-    def proportional_sampler(self) -> ProportionalSampler:
-        if not isinstance(self.sampler, ProportionalSampler):
-            raise TypeError("ResumableLoader needs a ProportionalSampler")
-        return self.sampler
-
     def state_dict(self) -> dict[str, Any]:
-        sampler = self.proportional_sampler
+        sampler = self.sampler
+        if not isinstance(sampler, ProportionalSampler):  # replaced by Lightning (overfit_batches): nothing to resume
+            return {}
         consumed, per_epoch = self.progress() if self.progress else (0, sampler.steps)
         epoch = sampler.epoch
         if consumed >= per_epoch:  # the epoch is over: the next one starts at its beginning
@@ -193,7 +189,9 @@ class ResumableLoader(DataLoader):
         return {"epoch": epoch, "consumed": consumed, **sampler.settings()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        sampler = self.proportional_sampler
+        sampler = self.sampler
+        if not state or not isinstance(sampler, ProportionalSampler):
+            return
         then = {k: state.get(k) for k in sampler.settings()}
         if then != sampler.settings():
             log.warning("resuming with other data or batch settings than the checkpoint's (%s now, %s then): "
