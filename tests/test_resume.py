@@ -16,6 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 import samrs.train
 from samrs.train import train
+from samrs.utils.loggers import ContinuedCSVLogger
 from tests.test_train_sep import compose_train, data_overrides
 
 # 23 training images, batch 6 (2 per subset): 4 steps per epoch, so step 6 is inside the second
@@ -98,6 +99,22 @@ def test_resumed_run_repeats_the_uninterrupted_run(generated_subsets, tmp_path, 
     assert column(killed, "lr-AdamW/decay") == pytest.approx(column(reference, "lr-AdamW/decay"))
     assert column(killed, "val/mIoU") == pytest.approx(column(reference, "val/mIoU"))
     assert len(wandb_ids(killed)) == 1  # the resumed session continues the interrupted run's id
+
+
+def test_csv_logger_continues_the_latest_version(tmp_path):
+    """Rows the interrupted run logged from the resume step on are dropped, the resumed run appends
+    (a new key rewrites the header); without a resume step Lightning's behaviour (a new version)."""
+    first = ContinuedCSVLogger(tmp_path, name="csv")
+    for step in range(6):
+        first.log_metrics({"train/loss": 10.0 - step}, step=step)
+    first.save()
+    resumed = ContinuedCSVLogger(tmp_path, name="csv", resume_step=4)
+    for step in (4, 5, 6):
+        resumed.log_metrics({"train/loss": 1.0 * step, "val/mIoU": 0.5}, step=step)
+    resumed.save()
+    assert column(tmp_path, "train/loss") == {0: 10.0, 1: 9.0, 2: 8.0, 3: 7.0, 4: 4.0, 5: 5.0, 6: 6.0}
+    assert column(tmp_path, "val/mIoU") == {4: 0.5, 5: 0.5, 6: 0.5}
+    assert ContinuedCSVLogger(tmp_path, name="csv").version == 1
 
 
 # --- sweeps ----------------------------------------------------------------------------------------
