@@ -25,7 +25,7 @@ ARGS = [
     "experiment=sep_r50_upernet_debug", "extras.print_config=false", "callbacks.rich_progress_bar=null",
     "callbacks.model_summary=null", "callbacks.val_images=null", "callbacks.val_tables=null",
     "callbacks.export_pretrained=null", "trainer.num_sanity_val_steps=1", "trainer.limit_val_batches=1",
-    "trainer.max_steps=12", "trainer.val_check_interval=4", "trainer.check_val_every_n_epoch=null",
+    "trainer.max_steps=16", "trainer.val_check_interval=4", "trainer.check_val_every_n_epoch=null",
     "trainer.log_every_n_steps=1", "trainer.deterministic=true", "data.val_transform.crop_size=64",
     "callbacks.last_checkpoint.every_n_train_steps=3",
 ]
@@ -75,9 +75,9 @@ def wandb_ids(run_dir: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_resumed_run_repeats_the_uninterrupted_run(generated_subsets, tmp_path, monkeypatch):
-    """Killed at step 8 of 12, resumed from the step-6 checkpoint (mid-epoch, two DataLoader workers
-    prefetching): the same images, losses and learning rates as the uninterrupted run, in one CSV,
-    one wandb run."""
+    """Killed at step 8 of 16, resumed from the step-6 checkpoint (mid-epoch, two DataLoader workers
+    prefetching): over the 10 steps after the resume, the same images, losses and learning rates as
+    the uninterrupted run, in one CSV, one wandb run."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     extra = ["data.num_workers=2", "logger=[csv,wandb]"]
     reference, drawn = tmp_path / "reference", Drawn()
@@ -92,9 +92,9 @@ def test_resumed_run_repeats_the_uninterrupted_run(generated_subsets, tmp_path, 
     with pytest.warns() as warned:
         run(killed, generated_subsets, monkeypatch, *extra, "ckpt_path=last", callbacks=[resumed])
     assert not [w for w in warned if "not resumable" in str(w.message)]
-    assert resumed.names == {s: drawn.names[s] for s in range(6, 12)}  # the same images from step 6 on
+    assert resumed.names == {s: drawn.names[s] for s in range(6, 16)}  # the same images from step 6 on
     got, expected = column(killed, "train/loss"), column(reference, "train/loss")
-    assert sorted(got) == list(range(12))  # the interrupted run's rows up to its checkpoint, then the resumed run's
+    assert sorted(got) == list(range(16))  # the interrupted run's rows up to its checkpoint, then the resumed run's
     assert got == pytest.approx(expected, rel=1e-6, abs=1e-7)
     assert column(killed, "lr-AdamW/decay") == pytest.approx(column(reference, "lr-AdamW/decay"))
     assert column(killed, "val/mIoU") == pytest.approx(column(reference, "val/mIoU"))
@@ -133,6 +133,7 @@ def job_overrides(job: Path) -> list[str]:
     return yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
 
 
+@pytest.mark.slow
 def test_every_sweep_gets_its_own_directory(tmp_path, monkeypatch):
     sweeps = tmp_path / "logs" / "train" / "multirun"
     multirun(tmp_path, monkeypatch, "experiment=demo", "model.optimizer.lr=1e-3,1e-4")
