@@ -54,7 +54,7 @@ def test_is_test_split():
                                        "trainval", None)] == [True] * 4 + [False] * 4
 
 
-def test_dior_test_images_go_to_test_txt_only(dior, tmp_path):
+def test_dior_test_images_go_to_test_txt_only(dior, tmp_path, capsys):
     out = tmp_path / "SIOR"
     split_files = dior / "ImageSets" / "Main"
     trainval, test = lines(split_files / "train.txt") + lines(split_files / "val.txt"), lines(split_files / "test.txt")
@@ -63,6 +63,7 @@ def test_dior_test_images_go_to_test_txt_only(dior, tmp_path):
     cfg = compose_label(["source=dior", f"source.root={dior}", "labeler=box_fill", f"output_dir={out}"], tmp_path)
     assert list(cfg.source.split) == ["train", "val", "test"]  # the default config labels all of DIOR
     meta = label(cfg)
+    assert "test.txt (6: the source's test split, kept out of train/val)" in capsys.readouterr().out
     train, val = lines(out / "train.txt"), lines(out / "val.txt")
     assert sorted(train + val) == sorted(trainval) and val  # the 95/5 split of trainval alone
     assert lines(out / "test.txt") == sorted(test) == meta["test_names"]
