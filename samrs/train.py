@@ -22,7 +22,7 @@ from samrs.inference import protocol_label
 from samrs.metrics import write_scores
 from samrs.models import check_input_sizes
 from samrs.utils.hydra import samrs_main
-from samrs.utils.loggers import previous_wandb_id
+from samrs.utils.loggers import continue_csv_log, previous_wandb_id
 from samrs.utils.logging import get_logger
 from samrs.utils.runs import (
     apply_extras,
@@ -117,6 +117,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path is not None:
         check_resume_checkpoint(model, ckpt_path)
         continue_wandb_run(cfg)
+        continue_csv_log(cfg, ckpt_path)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

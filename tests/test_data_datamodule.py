@@ -64,7 +64,7 @@ def test_combined_config_composes_proportional_steps(generated_subsets, tmp_path
     loader = module.train_dataloader()
     steps = -(-sum(sizes.values()) // 6)
     assert len(loader) == steps
-    assert f"training epoch: {steps} steps x batch 6 per process x 1 processes" in caplog.text
+    assert f"training epoch: {steps} steps x batch 6 (6 per process x 1 processes)" in caplog.text
     for batch in loader:
         assert {k: len(v["name"]) for k, v in batch.items()} == module.train_batch_sizes
     assert [len(v.dataset) for v in module.val_dataloader()] == [len(module.val_sets[k]) for k in SUBSETS]
@@ -107,6 +107,46 @@ def test_simulated_ddp_ranks_draw_disjoint_samples(generated_subsets, tmp_path, 
         assert len(seen[0][subset]) == len(seen[1][subset]) == 3
         assert not set(seen[0][subset]) & set(seen[1][subset])
         assert len(set(seen[0][subset]) | set(seen[1][subset])) == 6
+
+
+def first_steps(module, steps: int = 2) -> list[dict[str, list[str]]]:
+    loader = iter(module.train_dataloader())
+    return [{k: part["name"] for k, part in next(loader).items()} for _ in range(steps)]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_simulated_ranks_draw_the_single_process_global_batch(generated_subsets, tmp_path, monkeypatch, caplog, world):
+    """Per-process batch 3 on `world` ranks: each rank takes its share of the global batch's split,
+    and together they draw exactly the images one process with batch 3 x world draws."""
+    caplog.set_level(logging.INFO, logger="samrs.data")
+    alone = ready(data_module("samrs", generated_subsets, tmp_path, f"data.batch_size={3 * world}",
+                              "data.steps_per_epoch=2"))
+    expected = first_steps(alone)
+    together: list[dict[str, list[str]]] = [{k: [] for k in SUBSETS} for _ in expected]
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: world)
+    shares = []
+    for rank in range(world):
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda rank=rank: rank)
+        module = ready(data_module("samrs", generated_subsets, tmp_path, "data.batch_size=3", "data.steps_per_epoch=2"))
+        assert module.global_batch_sizes == alone.global_batch_sizes == alone.train_batch_sizes
+        shares.append(module.train_batch_sizes)
+        for step, names in zip(together, first_steps(module)):
+            for subset, part in names.items():
+                step[subset] += part
+    assert {k: sum(s[k] for s in shares) for k in SUBSETS} == alone.global_batch_sizes
+    assert all(sum(s.values()) == 3 for s in shares)
+    assert [{k: sorted(v) for k, v in step.items()} for step in together] == \
+        [{k: sorted(v) for k, v in step.items()} for step in expected]
+    assert f"x batch {3 * world} (3 per process x {world} processes)" in caplog.text
+
+
+def test_official_batch_split_truncates(generated_subsets, tmp_path):
+    module = ready(data_module("samrs", generated_subsets, tmp_path, "data.batch_size=12", "data.batch_split=official"))
+    sizes = {k: len(v) for k, v in module.train_sets.items()}
+    expected = {k: int(12 * n / sum(sizes.values())) for k, n in sizes.items()}
+    assert module.train_batch_sizes == module.global_batch_sizes == expected
+    assert {k: len(part["name"]) for k, part in next(iter(module.train_dataloader())).items()} == expected
 
 
 def test_batch_smaller_than_subset_count(generated_subsets, tmp_path):

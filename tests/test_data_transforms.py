@@ -11,11 +11,14 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 from samrs.data.blocks import Window
+from samrs.data.dataset import MultiSubsetDataset, SegmentationDataset
+from samrs.data.readers import ArraySample
 from samrs.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CenterCrop,
     RandomScaleCrop,
+    WholeImage,
     color_ops,
     train_transform,
     val_transform,
@@ -290,3 +293,34 @@ def test_colour_and_padding_settings_are_checked():
     with pytest.raises(ValueError, match="data.train_transform.pad_position='middle'"):
         train_transform(pad_position="middle")
     assert color_ops("none") == []
+
+
+def test_reseeded_steps_draw_independently():
+    """One seed, one stream for all steps: albumentations' own set_random_seed gives every step a
+    generator with the same seed, so horizontal flips came exactly with vertical ones."""
+    image = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
+    transform = WholeImage([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
+    seen = set()
+    for seed in range(40):
+        transform.reseed(seed)
+        out = transform.ops(image=image)["image"]
+        seen.add((np.array_equal(out, image[:, ::-1]), np.array_equal(out, image[::-1])))
+    assert seen == {(False, False), (True, False), (False, True)}  # (both flips: neither equality)
+
+
+def test_a_sample_seed_fixes_the_augmentation_in_any_process():
+    """The training sampler's keys (index, stream position) give a sample the same augmentation
+    whichever worker loads it and whatever it loaded before."""
+    image, label = colour_scene(6)
+
+    class Reader:
+        def open(self, name):
+            return ArraySample(image, label)
+
+    data = MultiSubsetDataset({"a": SegmentationDataset(["x", "y"], Reader(), train_transform(crop_size=64))}, seed=3)
+    first = data[(1, 17)]
+    for key in [(0, 5), (1, 2), 0, 1]:  # other draws in between
+        data[key]
+    again = data[(1, 17)]
+    assert torch.equal(first["image"], again["image"]) and torch.equal(first["mask"], again["mask"])
+    assert not torch.equal(data[(1, 18)]["image"], first["image"])

@@ -54,7 +54,7 @@ class LogValidationImages(Callback):
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
         if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero or not outputs:
             return
-        subset = pl_module.subsets[dataloader_idx]
+        subset = pl_module.subset_of(batch)
         n = min(self.num_images, len(batch["image"]))
         images, truths, preds = self._shrunk(batch["image"][:n], batch["mask"][:n], outputs["pred"][:n])
         images = to_uint8_images(images, self.mean, self.std)

@@ -24,7 +24,7 @@ class SavePredictions(Callback):
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
         if trainer.sanity_checking or not outputs:
             return
-        subset = pl_module.subsets[dataloader_idx]
+        subset = pl_module.subset_of(batch)
         palette = subset_palette(trainer, pl_module, subset)
         for name, pred in zip(batch["name"], outputs["pred"].cpu().numpy().astype(np.uint8)):
             write_png(self.dirpath / subset / f"{name}.png", pred, palette=palette)

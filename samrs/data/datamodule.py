@@ -2,9 +2,10 @@
 
 Training yields one dict per step, {subset: {"image", "mask", "name"}}, with per-subset batch sizes
 proportional to the subset sizes (DESIGN.md), from one DataLoader whose ProportionalSampler
-composes the steps and shards them over DDP ranks. Validation gives one loader per subset, in the
-order of `subsets`, so metrics stay per subset. docs/data.md describes layouts, checks, cache and
-epoch definition.
+composes the steps of the global batch and deals them out to the DDP ranks; the loader resumes
+mid-epoch. Validation gives one loader per subset, in the order of `subsets`, whose batches name
+their subset ("subset"), so metrics stay per subset. docs/data.md describes layouts, checks, cache
+and epoch definition.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from torch.utils.data import DataLoader
 from samrs.classes import SubsetClasses, subset_classes
 from samrs.data.batching import (
     ProportionalSampler,
+    ResumableLoader,
     ShardSampler,
     collate_by_subset,
     epoch_steps,
     proportional_batch_sizes,
+    rank_shares,
+    truncated_batch_sizes,
 )
 from samrs.data.blocks import BlockCodec
 from samrs.data.cache import SubsetCache, problems_of
@@ -42,6 +46,7 @@ from samrs.utils.workers import WorkerInit
 log = get_logger(__name__)
 
 ON_ERROR = ("raise", "skip")
+BATCH_SPLITS = ("proportional", "official")
 VAL_MODES = ("crop", "whole", "tiles")
 
 
@@ -64,6 +69,9 @@ class SAMRSDataModule(L.LightningDataModule):
 
     `layout`: the SubsetLayout fields shared by all subsets (a subset's own keys win).
     `batch_size`: per process; split over the subsets in proportion to their training sizes.
+    `batch_split`: "proportional" splits the global batch (batch_size x processes) by largest
+    remainders, every subset at least one sample per process; "official" truncates each process's
+    share with int() as the official script (fewer than batch_size samples per step).
     `steps_per_epoch`: null for ceil(N / (batch_size * world size)), N = all training images.
     `cache`: {enabled, dir, codec, block, png_level, jpeg_quality, workers}; the block cache
     (lossless by default) that lets a crop decode only the pixels under it.
@@ -81,6 +89,7 @@ class SAMRSDataModule(L.LightningDataModule):
         subsets: Mapping[str, Mapping[str, Any] | None],
         layout: Mapping[str, Any] | None = None,
         batch_size: int = 96,
+        batch_split: str = "proportional",
         steps_per_epoch: int | None = None,
         val_batch_size: int = 8,
         num_workers: int = 4,
@@ -102,6 +111,9 @@ class SAMRSDataModule(L.LightningDataModule):
             raise ConfigError("data.subsets is empty: name at least one subset")
         if on_error not in ON_ERROR:
             raise ConfigError(f"data.on_error={on_error!r}; choose one of {', '.join(ON_ERROR)}")
+        if batch_split not in BATCH_SPLITS:
+            raise ConfigError(f"data.batch_split={batch_split!r}; choose one of {', '.join(BATCH_SPLITS)}")
+        self.batch_split = batch_split
         if val_mode not in VAL_MODES:
             raise ConfigError(f"data.val_mode={val_mode!r}; choose one of {', '.join(VAL_MODES)}")
         self.val_mode, self.val_split = val_mode, val_split
@@ -124,7 +136,9 @@ class SAMRSDataModule(L.LightningDataModule):
         self.generate = _plain(generate)
         self.train_sets: dict[str, SegmentationDataset] = {}
         self.val_sets: dict[str, SegmentationDataset] = {}
-        self.train_batch_sizes: dict[str, int] = {}
+        self.train_batch_sizes: dict[str, int] = {}  # this process's share of each step
+        self.global_batch_sizes: dict[str, int] = {}  # all processes together
+        self._split_world = 0  # the world size they were split for
 
     # ---- classes ----------------------------------------------------------------------------
 
@@ -177,17 +191,38 @@ class SAMRSDataModule(L.LightningDataModule):
                 cache.build(names, workers=self.cache_workers)
 
     def _check_meta(self, subset: str) -> None:
-        """samrs' own subsets name their classes in meta.json: they must be the configured ones."""
+        """samrs' own subsets name their classes in meta.json: they must be the configured ones. And
+        the images meta.json marks as the source's test split must not be in the train split."""
         meta_path = self.root_of(subset) / "meta.json"
         if not meta_path.is_file():
             return
-        listed = json.loads(meta_path.read_text()).get("classes")
+        meta = json.loads(meta_path.read_text())
+        listed = meta.get("classes")
         expected = list(self.classes_of(subset).names)
         if listed is not None and listed != expected:
             raise ConfigError(
                 f"{meta_path}: lists {len(listed)} classes ({', '.join(listed[:3])}, ...) but data.subsets."
                 f"{subset}.classes={self.subsets[subset].get('classes', subset)} has {len(expected)} "
                 f"({', '.join(expected[:3])}, ...): point the subset at the right root or set its classes")
+        self._check_no_test_images(subset, meta_path, meta)
+
+    def _check_no_test_images(self, subset: str, meta_path: Path, meta: dict[str, Any]) -> None:
+        """Refuse a train split holding images of the source's test split (paper A.3: SIOR pre-trains
+        on DIOR's trainval images only)."""
+        if "test_names" not in meta:
+            if meta.get("source") is not None:
+                log.warning("%s: written before samrs kept the source's test images apart (no test_names): it cannot "
+                            "be checked that %s/train holds none; run its label command again to re-merge the split "
+                            "files", meta_path, subset)
+            return
+        test = set(meta["test_names"])
+        leaked = [n for n in self.layouts[subset].split_names(self.root_of(subset), "train") if n in test]
+        if leaked:
+            raise ValueError(
+                f"{subset}: the train split of {self.root_of(subset)} holds {len(leaked)} images that {meta_path} marks "
+                f"as the source's test split (test_names; first: {leaked[0]}), which pre-training must not see. "
+                f"Relabel the split files: run the label command that wrote the subset again with the same "
+                f"output_dir; it labels nothing again and writes train.txt and val.txt without them, test.txt with them")
 
     def _names(self, subset: str, split: str) -> tuple[list[str], Any]:
         """The usable names of a split and the reader for them, after the checks (raise or skip)."""
@@ -230,14 +265,13 @@ class SAMRSDataModule(L.LightningDataModule):
         names, reader = self._names(subset, split)
         if not names:
             raise BadFileError(f"{subset}/{split}: no usable images left")
-        return SegmentationDataset(names, reader, transform)
+        return SegmentationDataset(names, reader, transform, subset=subset)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", None) and not self.train_sets:
             tf = train_transform(**self.train_transform_cfg)
             self.train_sets = {k: self._dataset(k, "train", tf) for k in self.subsets}
-            sizes = {k: len(v) for k, v in self.train_sets.items()}
-            self.train_batch_sizes = proportional_batch_sizes(self.batch_size, sizes)
+            self._split_batch()
         if stage in ("fit", "validate", None) and not self.val_sets:
             if self.val_mode in ("whole", "tiles"):
                 tf = whole_transform(**{k: v for k, v in self.val_transform_cfg.items() if k in ("mean", "std")})
@@ -255,32 +289,64 @@ class SAMRSDataModule(L.LightningDataModule):
             return torch.distributed.get_world_size(), torch.distributed.get_rank()
         return 1, 0
 
+    def _split_batch(self) -> None:
+        """Split the global batch (per-process batch x processes) over the subsets once, then deal
+        each subset's part out to the processes: together they draw what one process with the
+        global batch would (every process gets at least one sample of every subset)."""
+        world, rank = self._replicas()
+        self._split_world = world
+        sizes = {k: len(v) for k, v in self.train_sets.items()}
+        if self.batch_split == "official":
+            self.global_batch_sizes = {k: b * world for k, b in truncated_batch_sizes(self.batch_size, sizes).items()}
+        else:
+            self.global_batch_sizes = proportional_batch_sizes(self.batch_size * world, sizes, minimum=world)
+        shares = rank_shares(list(self.global_batch_sizes.values()), world)[rank]
+        self.train_batch_sizes = dict(zip(self.global_batch_sizes, shares.tolist()))
+
     def steps_per_epoch(self, world_size: int = 1) -> int:
         sizes = [len(d) for d in self.train_sets.values()]
         return self.steps_per_epoch_cfg or epoch_steps(sizes, self.batch_size, world_size)
 
+    def _generator(self) -> torch.Generator:
+        """A loader's own generator: its workers' base seeds then come from it, not from the global
+        torch stream, so loading draws nothing from the stream dropout and the like use (a resumed
+        run draws the same numbers there as the interrupted one)."""
+        return torch.Generator().manual_seed(self.seed)
+
     def train_dataloader(self) -> DataLoader:
         world, rank = self._replicas()
-        data = MultiSubsetDataset(self.train_sets)
+        if self._split_world != world:
+            self._split_batch()  # setup() ran before the world size was known
+        data = MultiSubsetDataset(self.train_sets, seed=self.seed)
         steps = self.steps_per_epoch(world)
-        sampler = ProportionalSampler(data.sizes, list(self.train_batch_sizes.values()), steps, world, rank, self.seed)
-        self._log_epoch(data.sizes, steps, world)
-        return DataLoader(
-            data, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_by_subset,
+        sampler = ProportionalSampler(data.sizes, list(self.global_batch_sizes.values()), steps, world, rank, self.seed)
+        self._log_epoch(data.sizes, steps, world, sampler)
+        loader = ResumableLoader(
+            data, batch_size=sampler.batch_size, sampler=sampler, collate_fn=collate_by_subset,
             num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
-            worker_init_fn=WorkerInit(),
+            worker_init_fn=WorkerInit(), generator=self._generator(),
         )
+        if self.trainer is not None:
+            loader.progress = self._training_progress
+        return loader
 
-    def _log_epoch(self, sizes: list[int], steps: int, world: int) -> None:
+    def _training_progress(self) -> tuple[int, int]:
+        """(batches of this epoch the fit loop consumed, batches per epoch): Lightning's counters."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready, self.trainer.num_training_batches
+
+    def _log_epoch(self, sizes: list[int], steps: int, world: int, sampler: ProportionalSampler) -> None:
+        batch = sum(self.global_batch_sizes.values())
         parts = ", ".join(
-            f"{k} {b} ({steps * b * world / n:.2f} passes of {n})"
-            for (k, b), n in zip(self.train_batch_sizes.items(), sizes))
-        log.info("training epoch: %d steps x batch %d per process x %d processes = %d samples; per subset: %s",
-                 steps, self.batch_size, world, steps * self.batch_size * world, parts)
-        for (k, b), n in zip(self.train_batch_sizes.items(), sizes):
-            if b * world > n:
-                log.warning("%s: one step draws %d samples but the subset has %d; samples repeat within a step",
-                            k, b * world, n)
+            f"{k} {g} ({steps * g / n:.2f} passes of {n})" for (k, g), n in zip(self.global_batch_sizes.items(), sizes))
+        log.info("training epoch: %d steps x batch %d (%d per process x %d processes) = %d samples; per step: %s",
+                 steps, batch, batch // world, world, steps * batch, parts)
+        if world > 1:
+            low, high = sampler.shares.min(axis=0), sampler.shares.max(axis=0)
+            log.info("each process takes per step: %s", ", ".join(
+                f"{k} {lo}" if lo == hi else f"{k} {lo}-{hi}" for k, lo, hi in zip(self.global_batch_sizes, low, high)))
+        for (k, g), n in zip(self.global_batch_sizes.items(), sizes):
+            if g > n:
+                log.warning("%s: one step draws %d samples but the subset has %d; samples repeat within a step", k, g, n)
 
     def val_dataloader(self) -> list[DataLoader]:
         world, rank = self._replicas()
@@ -288,6 +354,7 @@ class SAMRSDataModule(L.LightningDataModule):
         batch_size = self.val_batch_size if self.val_mode == "crop" else 1
         return [
             DataLoader(ds, batch_size=batch_size, sampler=ShardSampler(len(ds), world, rank),
-                       num_workers=self.val_num_workers, pin_memory=self.pin_memory, worker_init_fn=WorkerInit())
+                       num_workers=self.val_num_workers, pin_memory=self.pin_memory, worker_init_fn=WorkerInit(),
+                       generator=self._generator())
             for ds in self.val_sets.values()
         ]

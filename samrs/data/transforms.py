@@ -19,6 +19,7 @@ way to run any other albumentations recipe).
 from __future__ import annotations
 
 import math
+import random
 from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
@@ -129,10 +130,17 @@ class WindowTransform(ABC):
         self.rng = np.random.default_rng()
 
     def reseed(self, seed: int) -> None:
-        """Fresh, independent streams for this process (forked workers would otherwise share one)."""
+        """Fresh streams from `seed`: once per worker process (forked workers would otherwise share
+        one), or per sample (the training sampler's seeds).
+
+        All albumentations ops draw from one shared generator pair, one after the other: its own
+        `set_random_seed` gives every op a generator with the same seed, so their draws coincide
+        (horizontal flip exactly when vertical flip, rotation and jitter too).
+        """
         own, albu = np.random.SeedSequence(seed).spawn(2)
         self.rng = np.random.default_rng(own)
-        self.ops.set_random_seed(int(albu.generate_state(1)[0]))
+        albu_seed = int(albu.generate_state(1)[0])
+        self.ops.set_random_state(np.random.default_rng(albu_seed), random.Random(albu_seed))
 
     def _padded_sample(self, image: np.ndarray, label: np.ndarray, size: int, position: str) -> Sample:
         """A crop padded to size x size (image 0, label 255; centred or at the bottom/right), through

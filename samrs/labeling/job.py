@@ -133,6 +133,7 @@ class LabelDataset:
         record = self.source.read(item, report)
         if record is None:
             return []
+        record.extras["source_split"] = item.split  # tiles inherit it: the writer keeps test images apart
         pending = []
         for tile in self.tiling.tile(record):
             empty = not has_objects(tile)
@@ -197,7 +198,8 @@ def write_labeled(writer: SubsetWriter, image: np.ndarray, record: ImageRecord, 
         image,
         masks,
         rboxes=[o.corners for o in objects],
-        image_extras={"source_image": record.extras.get("source_name", record.name), "offset": list(record.offset)},
+        image_extras={"source_image": record.extras.get("source_name", record.name), "offset": list(record.offset),
+                      "source_split": record.extras.get("source_split")},
         annotation_extras=[{"truncated": bool(o.truncated), "difficult": int(o.difficult)} for o in objects],
     )
 
@@ -209,14 +211,15 @@ class LabelRun:
     def __init__(
         self,
         writer: SubsetWriter,
-        item_names: Sequence[str],
+        items: Sequence[SourceItem],
         listing_problems: Sequence[Problem],
         meta: dict[str, Any],
         strict: bool,
     ) -> None:
         self.writer = writer
         self.store = ProblemStore(writer.root)
-        self.item_names = list(item_names)
+        self.item_names = [item.name for item in items]
+        self.source_splits = {item.name: item.split for item in items}
         self.listing_problems = list(listing_problems)
         self.meta = meta
         self.strict = strict
@@ -235,7 +238,7 @@ class LabelRun:
 
     def finalize(self, labeler: dict[str, Any]) -> dict[str, Any]:
         """Merge the subset, write report.json, print the summary; returns meta.json's content."""
-        meta = self.writer.finalize({**self.meta, **labeler})
+        meta = self.writer.finalize({**self.meta, **labeler}, self.source_splits)
         problems = self.listing_problems + self.store.load(self.item_names)
         report = make_report(problems, meta["counts"], len(self.item_names), self.strict)
         write_json(self.writer.root / "report.json", report)
@@ -338,7 +341,7 @@ def run_labeling(
     prepare_output(root, rank_zero)
     check_settings(root, settings, rank_zero)
 
-    run = LabelRun(writer, [i.name for i in items], listing_problems, meta, strict)
+    run = LabelRun(writer, items, listing_problems, meta, strict)
     if not items:  # nothing to loop over (Lightning would skip the writer's end with an empty loop)
         return run.finalize(labeler_meta(labeler)) if rank_zero else None
     if make_trainer is None:

@@ -79,8 +79,10 @@ def summary(report: dict[str, Any], meta: dict[str, Any], output_dir: str | Path
     for kind, actions in c["by_kind"].items():
         lines.append(f"  {kind}: " + ", ".join(f"{n} {action}" for action, n in actions.items()))
     lines.append(f"output: {Path(output_dir)}/")
+    test = meta["counts"].get("test_images", 0)
     lines.append(f"  {folders}instances.json meta.json report.json "
-                 f"train.txt ({meta['counts']['train_images']}) val.txt ({meta['counts']['val_images']})")
+                 f"train.txt ({meta['counts']['train_images']}) val.txt ({meta['counts']['val_images']})"
+                 + (f" test.txt ({test}: the source's test split, kept out of train/val)" if test else ""))
     return "\n".join(lines)
 
 

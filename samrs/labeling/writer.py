@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from samrs.classes import SubsetClasses
 from samrs.labeling.base import InstanceMask
 from samrs.labeling.overlap import colorize, paint_label_map
 from samrs.labeling.rle import crop_to_rle
+from samrs.sources.base import is_test_split
 from samrs.utils.io import write_json, write_png, write_text
 
 PARTS_DIR = ".samrs_parts"
@@ -36,14 +37,16 @@ def split_of(name: str, val_fraction: float) -> str:
     return "val" if h < val_fraction else "train"
 
 
-def make_splits(names: Sequence[str], val_fraction: float) -> dict[str, list[str]]:
-    """train/val lists; with 2+ images and val_fraction > 0 the val list is never empty."""
-    names = sorted(names)
+def make_splits(names: Sequence[str], val_fraction: float, test: Collection[str] = ()) -> dict[str, list[str]]:
+    """train/val/test lists: the `test` names (images of the source's test split) only in test, the
+    others split train/val by name hash; with 2+ of them and val_fraction > 0 val is never empty."""
+    test = set(test)
+    names = sorted(n for n in names if n not in test)
     val = [n for n in names if split_of(n, val_fraction) == "val"]
     if not val and len(names) > 1 and val_fraction > 0:
         val = [min(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())]
     val_set = set(val)
-    return {"train": [n for n in names if n not in val_set], "val": val}
+    return {"train": [n for n in names if n not in val_set], "val": val, "test": sorted(test)}
 
 
 def annotation_entry(inst: InstanceMask, height: int, width: int, rbox: np.ndarray | None) -> dict[str, Any]:
@@ -123,15 +126,25 @@ class SubsetWriter:
         write_json(self.parts / f"{name}.json", part, indent=None)
         return label
 
-    def finalize(self, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Merge every part into instances.json; write meta.json and train.txt / val.txt."""
+    def finalize(self, meta: dict[str, Any] | None = None,
+                 source_splits: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+        """Merge every part into instances.json; write meta.json and the split files.
+
+        An image whose source image is in the source's test split (`source_splits`: source image
+        name -> official split, from this run's listing; else the split its part recorded) goes to
+        test.txt only; the others are split 95/5 (`val_fraction`) into train.txt and val.txt.
+        """
         names = sorted(self.done_names())
         images, annotations = [], []
         per_class = np.zeros(self.classes.num_classes, dtype=np.int64)
         empty = cut = outside = 0
+        official: dict[str, str | None] = {}
         for image_id, name in enumerate(names, start=1):
             part = json.loads((self.parts / f"{name}.json").read_text())
-            images.append({"id": image_id, **part["image"]})
+            source = part["image"].get("source_image", name)
+            known = source_splits is not None and source in source_splits
+            official[name] = source_splits[source] if known else part["image"].get("source_split")
+            images.append({"id": image_id, **part["image"], **({"source_split": official[name]} if known else {})})
             empty += not part["annotations"]
             for ann in part["annotations"]:
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann})
@@ -141,15 +154,23 @@ class SubsetWriter:
         categories = [{"id": i, "name": n} for i, n in enumerate(self.classes.names)]
         write_json(self.root / "instances.json", {"images": images, "annotations": annotations,
                                                   "categories": categories}, indent=None)
-        splits = make_splits(names, self.val_fraction)
+        splits = make_splits(names, self.val_fraction, [n for n in names if is_test_split(official[n])])
         for split, members in splits.items():
-            write_text(self.root / f"{split}.txt", "".join(f"{n}\n" for n in members))
+            if members or split != "test":
+                write_text(self.root / f"{split}.txt", "".join(f"{n}\n" for n in members))
+            else:  # a relabeled subset whose test images are gone
+                (self.root / "test.txt").unlink(missing_ok=True)
+        per_split: dict[str, int] = {}
+        for split in official.values():
+            per_split[str(split)] = per_split.get(str(split), 0) + 1
         counts = {
             "images": len(names),
             "instances": len(annotations),
             "empty_images": empty,
             "train_images": len(splits["train"]),
             "val_images": len(splits["val"]),
+            "test_images": len(splits["test"]),
+            "images_per_source_split": dict(sorted(per_split.items())),  # "None": split unknown
             "instances_with_outside": cut,  # masks the kept region cut (annotation field `outside` > 0)
             "outside_pixels": outside,
             "instances_per_class": {n: int(c) for n, c in zip(self.classes.names, per_class)},
@@ -165,6 +186,8 @@ class SubsetWriter:
             "samrs_version": samrs.__version__,
             **(meta or {}),
             "counts": counts,
+            # images of the source's test split: in test.txt, never in train.txt or val.txt (samrs.train checks)
+            "test_names": splits["test"],
         }
         write_json(self.root / "meta.json", full_meta)
         return full_meta

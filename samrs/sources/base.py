@@ -87,11 +87,19 @@ class BorderRules:
 
 @dataclass(frozen=True)
 class SourceItem:
-    """One image of a dataset: its name and where its files are (either may be missing)."""
+    """One image of a dataset: its name, where its files are (either may be missing), and the
+    dataset's official split it belongs to (its split folder or split file; None when unknown)."""
 
     name: str
     image_path: Path | None
     annotation_path: Path | None
+    split: str | None = None
+
+
+def is_test_split(split: str | None) -> bool:
+    """Whether an official split is a test split: `test`, and DOTA's `test-dev`, `test-challenge`
+    (by its first folder, case aside). Its images are kept out of training (docs/labeling.md)."""
+    return split is not None and Path(split).parts[0].lower().startswith("test")
 
 
 class Source(ABC):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -31,9 +31,9 @@ def split_names(split: Split) -> list[str]:
     return [] if not split else [split] if isinstance(split, str) else list(split)
 
 
-def split_dirs(root: Path, split: Split) -> list[Path]:
-    """The folders of the selected split(s): root/split for each; root itself when split is empty."""
-    return [root / s for s in split_names(split)] or [root]
+def split_dirs(root: Path, split: Split) -> list[tuple[str | None, Path]]:
+    """(split, folder) of the selected split(s): root/split for each; (None, root) when split is empty."""
+    return [(s, root / s) for s in split_names(split)] or [(None, root)]
 
 
 def require_dir(path: Path, what: str) -> Path:
@@ -59,6 +59,17 @@ def list_files(folder: Path, suffixes: Iterable[str]) -> dict[str, Path]:
     return out
 
 
+def official_splits(files: Mapping[str, Path]) -> dict[str, str]:
+    """Image name -> the split whose file lists it, over the split files that exist ({split: file},
+    earlier splits win where files overlap, e.g. test before trainval)."""
+    out: dict[str, str] = {}
+    for split, path in files.items():
+        if path.is_file():
+            for name in read_split_files([path], "").keys():
+                out.setdefault(name, split)
+    return out
+
+
 def read_split_files(paths: Iterable[Path], dataset: str) -> dict[str, tuple[Path, int]]:
     """Image names listed in split files (one per line, blank lines ignored) -> (file, line)."""
     listed: dict[str, tuple[Path, int]] = {}
@@ -78,15 +89,17 @@ def pair_files(
     annotations_dir: Path,
     report: Report,
     listed: dict[str, tuple[Path, int]] | None = None,
+    split: str | Mapping[str, str] | None = None,
 ) -> list[SourceItem]:
     """Items for the names having both an image and an annotation, sorted; every unpaired name is
-    reported. With `listed` (names of split files), only those names are considered."""
+    reported. With `listed` (names of split files), only those names are considered. `split`: the
+    official split of every item (its split folder), or of each name ({name: split})."""
     names = sorted(listed) if listed is not None else sorted(images.keys() | annotations.keys())
     items = []
     for name in names:
         image, annotation = images.get(name), annotations.get(name)
         if image is not None and annotation is not None:
-            items.append(SourceItem(name, image, annotation))
+            items.append(SourceItem(name, image, annotation, split.get(name) if isinstance(split, Mapping) else split))
         elif annotation is not None:
             report(Problem(str(annotation), None, "missing_image", f"no image {name}.* in {images_dir}"))
         elif image is not None:
@@ -105,11 +118,11 @@ def split_items(
     """The paired items of <root>/<split>/<images_dir> and <root>/<split>/<annotations_dir>, over
     every selected split (the DOTA and FAIR1M layouts)."""
     items = []
-    for folder in split_dirs(root, split):
+    for name, folder in split_dirs(root, split):
         images = require_dir(folder / images_dir, f"{dataset} images")
         annotations = require_dir(folder / annotations_dir, f"{dataset} {annotations_dir}")
         items += pair_files(list_files(images, image_suffixes), list_files(annotations, annotation_suffixes),
-                            images, annotations, report)
+                            images, annotations, report, split=name)
     return unique_items(items)
 
 

@@ -27,7 +27,8 @@ from samrs.errors import ConfigError
 from samrs.geometry import hbox_of
 from samrs.sources.base import Problem, Report, Source, SourceItem
 from samrs.sources.common import (
-    ObjectChecker, Split, checked_size, list_files, read_split_files, require_dir, split_names, unique_items,
+    ObjectChecker, Split, checked_size, list_files, official_splits, read_split_files, require_dir, split_names,
+    unique_items,
 )
 from samrs.sources.records import ImageRecord, ObjectRecord
 from samrs.sources.xmlfile import XmlDoc, XmlError, parse_xml
@@ -35,6 +36,8 @@ from samrs.sources.xmlfile import XmlDoc, XmlError, parse_xml
 ROBNDBOX = ("x_left_top", "y_left_top", "x_right_top", "y_right_top",
             "x_right_bottom", "y_right_bottom", "x_left_bottom", "y_left_bottom")
 BOX_KINDS = ("both", "horizontal", "oriented")
+# DIOR's split files; an item's official split is the one listing it, whichever splits are labeled
+OFFICIAL_SPLITS = ("test", "train", "val")
 
 
 @dataclass
@@ -85,6 +88,7 @@ class DiorSource(Source):
             images = list_files(require_dir(folder, "DIOR image"), [self.image_suffix]) | images
         listed = self._listed()
         names = sorted(listed) if listed is not None else sorted(set().union(images, *annotations.values()))
+        official = official_splits({s: self.split_dir / f"{s}.txt" for s in OFFICIAL_SPLITS})
         items = []
         for name in names:
             found = {kind: files[name] for kind, files in annotations.items() if name in files}
@@ -102,7 +106,7 @@ class DiorSource(Source):
                     report(Problem(str(next(iter(found.values()))), None, "missing_annotation",
                                    f"no {kind} annotation {name}.xml in {self.annotation_dirs[kind]}",
                                    f"kept the {next(iter(found))} boxes alone"))
-                items.append(SourceItem(name, image, found.get("horizontal", found.get("oriented"))))
+                items.append(SourceItem(name, image, found.get("horizontal", found.get("oriented")), official.get(name)))
         return unique_items(items)
 
     def read(self, item: SourceItem, report: Report) -> ImageRecord | None:

@@ -18,7 +18,8 @@ from samrs.classes import SubsetClasses
 from samrs.geometry import rotated_rect
 from samrs.sources.base import Problem, Report, Source, SourceItem
 from samrs.sources.common import (
-    ObjectChecker, Split, list_files, open_xml, pair_files, read_split_files, require_dir, split_names,
+    ObjectChecker, Split, list_files, official_splits, open_xml, pair_files, read_split_files, require_dir,
+    split_names,
 )
 from samrs.sources.isaid import color_code, rgb_codes
 from samrs.sources.records import ImageRecord, MaskCrop, ObjectRecord
@@ -28,6 +29,8 @@ from samrs.utils.io import read_rgb
 HBOX = ("box_xmin", "box_ymin", "box_xmax", "box_ymax")
 MBOX = ("mbox_cx", "mbox_cy", "mbox_w", "mbox_h", "mbox_ang")
 CLASS_NAME = "ship"
+# HRSC2016's split files, test first: an item's official split is the first listing it
+OFFICIAL_SPLITS = ("test", "train", "val", "trainval")
 
 
 class Hrsc2016Source(Source):
@@ -62,7 +65,8 @@ class Hrsc2016Source(Source):
         annotations = list_files(require_dir(self.annotations_dir, "HRSC2016 annotation"), [".xml"])
         listed = read_split_files([self.root / self.split_file.format(split=s) for s in split_names(self.split)],
                                   "HRSC2016") if self.split else None
-        items = pair_files(images, annotations, self.images_dir, self.annotations_dir, report, listed)
+        official = official_splits({s: self.root / self.split_file.format(split=s) for s in OFFICIAL_SPLITS})
+        items = pair_files(images, annotations, self.images_dir, self.annotations_dir, report, listed, official)
         if self.segmented_only:  # the images label quality can be measured on
             items = [item for item in items if self._segmentation_path(item.name).is_file()]
         return items

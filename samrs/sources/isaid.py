@@ -100,13 +100,13 @@ class IsaidSource(Source):
 
     def items(self, report: Report) -> list[SourceItem]:
         items = []
-        for folder in split_dirs(self.root, self.split):
+        for split, folder in split_dirs(self.root, self.split):
             images_dir = require_dir(folder / self.images_dir, "iSAID images")
             instance_dir = require_dir(folder / self.instance_dir, "iSAID instance masks")
             images = {name: path for name, path in list_files(images_dir, [self.image_suffix]).items()
                       if not self._is_mask(path)}
             for item in pair_files(images, list_files(instance_dir, [self.instance_suffix]),
-                                   images_dir, instance_dir, report):
+                                   images_dir, instance_dir, report, split=split):
                 if self._semantic_path(item).is_file():
                     items.append(item)
                 else:

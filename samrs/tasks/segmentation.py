@@ -1,5 +1,6 @@
 """One LightningModule for multi-head segmentation: a training batch is {subset: {"image", "mask"}},
-validation has one loader per subset (in the order of the heads)."""
+validation has one loader per subset, each batch naming its subset ("subset"): heads, metrics and
+loaders are matched by name, never by position."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from samrs.inference import SlidingWindow
 from samrs.metrics import SegmentationMetrics
 from samrs.tasks.optim import cosine_with_warmup, describe_groups, freeze, param_groups
 from samrs.utils.logging import get_logger
+from samrs.utils.rng import gather_rng_states, restore_rng_states
 
 log = get_logger(__name__)
 
@@ -135,8 +137,22 @@ class SegmentationTask(L.LightningModule):
         self.log("train/loss", total, prog_bar=True, batch_size=sum(len(part["mask"]) for part in batch.values()))
         return total
 
+    def subset_of(self, batch: Mapping[str, Any]) -> str:
+        """The subset whose head a validation batch goes through: the one the batch names."""
+        names = batch.get("subset")
+        if names is None:
+            if len(self.subsets) == 1:
+                return self.subsets[0]
+            raise ValueError("validation batches of a multi-head model must name their subset (a \"subset\" entry, "
+                             "as SegmentationDataset(subset=...) gives); loaders are not matched to heads by position")
+        subset = names if isinstance(names, str) else names[0]
+        if subset not in self.net.num_classes:
+            raise ValueError(f"a validation batch of subset {subset!r}, but the model's heads are "
+                             f"{', '.join(self.net.num_classes)}")
+        return subset
+
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
-        subset = self.subsets[dataloader_idx]
+        subset = self.subset_of(batch)
         if self.inference is not None:  # a whole scene: no loss over tens of millions of pixels
             logits = self.inference(lambda x: self(x, subset), batch["image"])
         else:
@@ -170,6 +186,19 @@ class SegmentationTask(L.LightningModule):
         # rebuild model and data without the experiment name (train.py sets it).
         if getattr(self, "run_config", None) is not None:
             checkpoint["samrs_config"] = self.run_config
+        # Every rank's random streams, so a resumed run's dropout draws what the interrupted one's would have.
+        checkpoint["samrs_rng"] = gather_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("samrs_rng")
+
+    def on_train_start(self) -> None:
+        # After the restore and the sanity check (which draw nothing: eval mode, loaders with their
+        # own generators), right before the first resumed step.
+        states = getattr(self, "_rng_to_restore", None)
+        if states:
+            restore_rng_states(states, self.global_rank)
+            self._rng_to_restore = None
 
     def configure_optimizers(self) -> dict[str, Any]:
         base = getattr(self.optimizer_factory, "keywords", {})
