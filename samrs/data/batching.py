@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
+from samrs.errors import ConfigError
 from samrs.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -26,10 +27,10 @@ def proportional_batch_sizes(batch_size: int, sizes: Mapping[str, int], minimum:
         raise ValueError("no subsets to split the batch over")
     if any(n <= 0 for n in sizes.values()):
         empty = [k for k, n in sizes.items() if n <= 0]
-        raise ValueError(f"subsets without training samples: {', '.join(empty)}")
+        raise ConfigError(f"subsets without training samples: {', '.join(empty)}")
     if batch_size < len(sizes) * minimum:
         per = f" per process ({batch_size // minimum})" if minimum > 1 else f" {batch_size}"
-        raise ValueError(
+        raise ConfigError(
             f"batch size{per} is smaller than the number of subsets ({len(sizes)}): every subset "
             f"needs at least one sample per batch; raise data.batch_size to at least {len(sizes)}"
         )
@@ -55,8 +56,8 @@ def truncated_batch_sizes(batch_size: int, sizes: Mapping[str, int]) -> dict[str
     out = {k: int(batch_size * n / total) for k, n in sizes.items()}
     empty = [k for k, b in out.items() if b == 0]
     if empty:
-        raise ValueError(f"data.batch_split=official: int({batch_size} x share) is 0 for {', '.join(empty)}; raise "
-                         f"data.batch_size or use data.batch_split=proportional")
+        raise ConfigError(f"data.batch_split=official: int({batch_size} x share) is 0 for {', '.join(empty)}; raise "
+                          f"data.batch_size or use data.batch_split=proportional")
     return out
 
 

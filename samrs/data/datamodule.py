@@ -218,7 +218,7 @@ class SAMRSDataModule(L.LightningDataModule):
         test = set(meta["test_names"])
         leaked = [n for n in self.layouts[subset].split_names(self.root_of(subset), "train") if n in test]
         if leaked:
-            raise ValueError(
+            raise BadFileError(
                 f"{subset}: the train split of {self.root_of(subset)} holds {len(leaked)} images that {meta_path} marks "
                 f"as the source's test split (test_names; first: {leaked[0]}), which pre-training must not see. "
                 f"Relabel the split files: run the label command that wrote the subset again with the same "
