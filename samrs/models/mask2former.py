@@ -12,7 +12,7 @@ uses (checked numerically against it: docs/models.md), so an official checkpoint
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -35,12 +35,6 @@ OFFICIAL_CRITERION = {"class_weight": 2.0, "mask_weight": 5.0, "dice_weight": 5.
                       "num_points": 12544, "oversample_ratio": 3.0, "importance_sample_ratio": 0.75}
 
 
-def _config(**kwargs: Any) -> Mask2FormerConfig:
-    # transformers builds a Swin backbone config by default; samrs' backbone is separate, so that
-    # sub-config is never used.
-    return Mask2FormerConfig(**kwargs)
-
-
 class Mask2FormerDecoder(nn.Module):
     """Backbone levels (strides 4..32) -> per transformer layer (the queries before the first
     layer included: `decoder_layers` + 1 outputs) the normalised query embeddings (N, Q, hidden)
@@ -59,8 +53,9 @@ class Mask2FormerDecoder(nn.Module):
         if len(in_channels) != 4 or hidden_dim % 32:
             raise ValueError(f"Mask2FormerDecoder needs 4 feature levels and a hidden_dim that is a multiple of 32 "
                              f"(GroupNorm of 32 groups); got in_channels={list(in_channels)}, hidden_dim={hidden_dim}")
-        # transformers counts the queries' first prediction as a layer: 9 layers are its decoder_layers=10
-        config = _config(feature_size=hidden_dim, mask_feature_size=hidden_dim, hidden_dim=hidden_dim,
+        # transformers counts the queries' first prediction as a layer: 9 layers are its decoder_layers=10.
+        # (The config's default Swin backbone sub-config is never used: samrs' backbone is separate.)
+        config = Mask2FormerConfig(feature_size=hidden_dim, mask_feature_size=hidden_dim, hidden_dim=hidden_dim,
                          num_queries=num_queries, encoder_layers=encoder_layers, decoder_layers=decoder_layers + 1,
                          num_attention_heads=num_heads, encoder_feedforward_dim=encoder_feedforward_dim,
                          dim_feedforward=dim_feedforward, dropout=0.0, pre_norm=False,
@@ -107,7 +102,7 @@ class SetCriterion(Mask2FormerLoss):
     def __init__(self, num_classes: int, class_weight: float, mask_weight: float, dice_weight: float,
                  no_object_weight: float, num_points: int, oversample_ratio: float,
                  importance_sample_ratio: float) -> None:
-        config = _config(num_labels=num_classes, class_weight=class_weight, mask_weight=mask_weight,
+        config = Mask2FormerConfig(num_labels=num_classes, class_weight=class_weight, mask_weight=mask_weight,
                          dice_weight=dice_weight, no_object_weight=no_object_weight, train_num_points=num_points,
                          oversample_ratio=oversample_ratio, importance_sample_ratio=importance_sample_ratio)
         super().__init__(config, {"loss_cross_entropy": class_weight, "loss_mask": mask_weight,
