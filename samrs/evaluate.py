@@ -100,35 +100,6 @@ def official_model(train_cfg: DictConfig, ckpt_path: str, datamodule: Any) -> An
     return model
 
 
-def official_train_config(cfg: DictConfig, ckpt_path: str) -> tuple[DictConfig, None]:
-    """For an official SAMRS model file: the "training config" the evaluation takes its model and
-    window from, composed of `model=` and `data=` (required), with the backbone's build arguments
-    that follow from the file (the image size of the official ViT)."""
-    if cfg.get("data") is None:
-        raise ConfigError(f"{ckpt_path} is evaluated with model={cfg.model.net.backbone.name}...: name its data too "
-                          f"(data=potsdam, data=isaid or data=samrs)")
-    model_cfg = untrained_model_config(cfg.model)
-    state = read_official(ckpt_path)
-    if not is_official(state):
-        raise ConfigError(f"{ckpt_path}: model= is for official SAMRS model files (encoder.*, decoder.*, semseghead*); "
-                          f"a samrs checkpoint carries its own model, leave model= out")
-    with open_dict(model_cfg):
-        for key, value in file_backbone_kwargs(model_cfg.net.backbone.name, state).items():
-            model_cfg.net.backbone.setdefault(key, value)
-        if model_cfg.get("inference") is None and OmegaConf.select(cfg, "data.tiling.size") is not None:
-            model_cfg.inference = {"window": cfg.data.tiling.size}  # the official test: the tile size
-    return OmegaConf.create({"model": model_cfg, "data": cfg.data}), None
-
-
-def official_model(train_cfg: DictConfig, ckpt_path: str, datamodule: Any) -> Any:
-    """The SegmentationTask of `model=` with the data's heads, holding the official file's weights."""
-    fill_heads_from_data(train_cfg, datamodule)
-    model = hydra.utils.instantiate(train_cfg.model)
-    model.net.load_state_dict(official_state(read_official(ckpt_path), model.net))
-    log.info("evaluating the official SAMRS model %s as %s", ckpt_path, train_cfg.model.net.backbone.name)
-    return model
-
-
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir, resuming=False)
     official = cfg.get("model") is not None  # an official SAMRS file, its architecture named by model=

@@ -130,7 +130,12 @@ def official_state(state: Mapping[str, torch.Tensor], net: MultiHeadSegmentor,
                    parts: Sequence[str] = ("backbone", "decoder", "heads")) -> dict[str, torch.Tensor]:
     """An official file's tensors (after read_official) as `net`'s state_dict keys, for `parts` of
     backbone, decoder and heads. Every tensor of a chosen part must find its place and every place
-    its tensor: anything else is an error naming the keys."""
+    its tensor: anything else is an error naming the keys. A Mask2FormerSegmentor takes an official
+    End_to_End Mask2Former file (samrs.models.official_mask2former)."""
+    if hasattr(net, "criteria"):  # Mask2FormerSegmentor (imported here: it builds on this module's users)
+        from samrs.models.official_mask2former import official_mask2former_state
+
+        return official_mask2former_state(state, net, parts)
     if not isinstance(net.backbone, TimmBackbone) or net.neck is not None or not net.shared_decoder or net.has_aux:
         raise ConfigError("an official file fits a MultiHeadSegmentor with a TimmBackbone, no neck, one shared "
                           "decoder and no auxiliary head (the official model)")
@@ -203,13 +208,13 @@ def build_official(backbone: str, decoder: str, heads: Mapping[str, int], decode
     if backbone not in BACKBONES:
         raise ConfigError(f"unknown official backbone {backbone!r}: one of {', '.join(sorted(BACKBONES))}")
     if decoder not in DECODERS:
-        raise ConfigError(f"unknown official decoder {decoder!r}: one of {', '.join(DECODERS)}")
+        raise ConfigError(f"unknown official decoder {decoder!r}: one of {', '.join(DECODERS)}, mask2former")
     return MultiHeadSegmentor(TimmBackbone(BACKBONES[backbone], **backbone_kwargs),
                               partial(DECODERS[decoder], **(decoder_kwargs or {})), heads)
 
 
 def load_official(path: str | os.PathLike, backbone: str, decoder: str, subsets: Sequence[str] | None = None,
-                  **backbone_kwargs: Any) -> MultiHeadSegmentor:
+                  decoder_kwargs: Mapping[str, Any] | None = None, **backbone_kwargs: Any) -> MultiHeadSegmentor:
     """A samrs `MultiHeadSegmentor` (eval mode) holding an official SAMRS model file: a pre-training
     (SemsegPretrnFramework, heads SOTA/SIOR/FAST) or a fine-tuning (SemsegFinetuneFramework). `backbone`
     and `decoder` are the official `--backbone` / `--decoder` names. Its logits equal the official
@@ -217,16 +222,25 @@ def load_official(path: str | os.PathLike, backbone: str, decoder: str, subsets:
     samrs applies it first and upsamples the logits: the same numbers, as both are linear).
     `subsets` names the heads (default: sota/sior/fast, or potsdam / isaid by class count);
     `backbone_kwargs` go to the timm model; the image size of vit_b and the decoder's widths follow
-    from the file."""
+    from the file; `decoder_kwargs` set what the weights do not hold (Mask2Former's `num_heads`, 8)."""
     state = read_official(path)
     if not is_official(state):
         raise BadFileError(f"{path}: not an official SAMRS model (no encoder.* and semseghead* weights)")
+    if decoder == "mask2former":
+        from samrs.models.official_mask2former import load_official_mask2former
+
+        try:
+            return load_official_mask2former(state, BACKBONES.get(backbone, backbone), subsets,
+                                             **(decoder_kwargs or {}), **backbone_kwargs)
+        except BadFileError as err:
+            raise BadFileError(f"{path} (--backbone {backbone} --decoder mask2former): {err}") from None
     heads = file_heads(state)
     names = list(subsets) if subsets is not None else list(default_subsets(heads))
     if len(names) != len(heads):
         raise BadFileError(f"{path} has {len(heads)} heads ({', '.join(heads)}); got subsets {names}")
     kwargs = {**file_backbone_kwargs(BACKBONES.get(backbone, backbone), state), **backbone_kwargs}
-    net = build_official(backbone, decoder, dict(zip(names, heads.values())), file_decoder_kwargs(decoder, state), **kwargs)
+    net = build_official(backbone, decoder, dict(zip(names, heads.values())),
+                         {**file_decoder_kwargs(decoder, state), **(decoder_kwargs or {})}, **kwargs)
     try:
         net.load_state_dict(official_state(state, net), strict=True)
     except ValueError as err:

@@ -116,19 +116,25 @@ class MultiHeadSegmentor(nn.Module):
 
     def forward_subsets(self, images: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
         """{subset: images} -> {subset: decode(...)}: one pre-training step's forward pass."""
-        sizes = {tuple(x.shape[1:]) for x in images.values()}
-        concat = self.concat_subsets is True or (
-            self.concat_subsets == "auto" and len(images) > 1 and len(sizes) == 1 and not _batch_dependent(self.backbone)
-        )
-        if concat and len(sizes) > 1:
-            raise ConfigError(f"concat_subsets=true needs crops of one size from every subset, got {sorted(sizes)}")
-        if concat:
-            counts = [len(x) for x in images.values()]
-            levels = [lvl.split(counts) for lvl in self.features(torch.cat(list(images.values())))]
-            per_subset = {k: [lvl[i] for lvl in levels] for i, k in enumerate(images)}
-        else:
-            per_subset = {k: self.features(x) for k, x in images.items()}
+        per_subset = features_per_subset(self, images)
         return {k: self.decode(per_subset[k], k, images[k].shape[2:]) for k in images}
+
+
+def features_per_subset(net: nn.Module, images: Mapping[str, torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+    """`net.features` of every subset's images: one pass over all subsets' images concatenated when
+    `net.concat_subsets` is true, or "auto" and that is exactly equivalent (no BatchNorm in training
+    mode in `net.backbone`), else one pass per subset."""
+    sizes = {tuple(x.shape[1:]) for x in images.values()}
+    concat = net.concat_subsets is True or (
+        net.concat_subsets == "auto" and len(images) > 1 and len(sizes) == 1 and not _batch_dependent(net.backbone)
+    )
+    if concat and len(sizes) > 1:
+        raise ConfigError(f"concat_subsets=true needs crops of one size from every subset, got {sorted(sizes)}")
+    if not concat:
+        return {k: net.features(x) for k, x in images.items()}
+    counts = [len(x) for x in images.values()]
+    levels = [lvl.split(counts) for lvl in net.features(torch.cat(list(images.values())))]
+    return {k: [lvl[i] for lvl in levels] for i, k in enumerate(images)}
 
 
 def check_input_sizes(net: MultiHeadSegmentor, sizes: Mapping[str, int]) -> None:

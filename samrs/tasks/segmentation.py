@@ -42,6 +42,11 @@ class SegmentationTask(L.LightningModule):
     IoU as 0 (the official code; samrs.metrics). `inference`: keyword
     arguments of `samrs.inference.SlidingWindow`; validation images then go through sliding-window
     inference (whole scenes of a fine-tuning set) instead of one forward pass.
+
+    A net with a `loss(subset, out, mask)` method (set prediction: Mask2Former) computes its own loss
+    terms from its `forward_subsets` outputs (they are summed and logged as `train/<term>/<subset>`)
+    and turns those outputs into class scores with `semantic(out, size)`; `net(x, subset)` gives
+    class scores for validation and inference either way.
     """
 
     def __init__(
@@ -123,6 +128,11 @@ class SegmentationTask(L.LightningModule):
         losses, parts = {}, {}
         for subset, out in outs.items():
             mask = batch[subset]["mask"]
+            if hasattr(self.net, "loss"):  # set prediction: the net matches queries to classes itself
+                terms = self.net.loss(subset, out, mask)
+                parts.update({f"train/{name}/{subset}": value for name, value in terms.items()})
+                losses[subset] = parts[f"train/loss/{subset}"] = torch.stack(list(terms.values())).sum()
+                continue
             losses[subset] = self._loss(out["out"], mask)
             if "aux" in out:
                 parts[f"train/loss_aux/{subset}"] = aux = self._loss(out["aux"], mask)
@@ -156,13 +166,21 @@ class SegmentationTask(L.LightningModule):
         if self.inference is not None:  # a whole scene: no loss over tens of millions of pixels
             logits = self.inference(lambda x: self(x, subset), batch["image"])
         else:
-            logits = self(batch["image"], subset)
-            loss = self._loss(logits, batch["mask"])
+            logits, loss = self._scores_and_loss(batch["image"], batch["mask"], subset)
             self.log(f"val/loss/{subset}", loss, add_dataloader_idx=False, batch_size=len(batch["image"]),
                      sync_dist=True)
         pred = logits.argmax(1).to(batch["mask"].device)
         self.val_metrics[subset].update(pred, batch["mask"])
         return {"pred": pred}
+
+    def _scores_and_loss(self, images: torch.Tensor, mask: torch.Tensor, subset: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class scores of crops and their loss: cross-entropy, or the net's own loss (set prediction)."""
+        if not hasattr(self.net, "loss"):
+            logits = self(images, subset)
+            return logits, self._loss(logits, mask)
+        out = self.net.forward_subsets({subset: images})[subset]
+        loss = torch.stack(list(self.net.loss(subset, out, mask).values())).sum()
+        return self.net.semantic(out, images.shape[2:]), loss
 
     def on_validation_epoch_end(self) -> None:
         mious = []

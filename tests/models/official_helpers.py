@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 N_SAMPLES = 8
+_TORCH_RAND = torch.rand  # the original, for shape_keyed_rand while torch.rand is patched
 
 
 def fill_tensor(key: str, tensor: torch.Tensor, fan_in: bool = False) -> torch.Tensor:
@@ -65,6 +66,36 @@ def official_input(size: int | tuple[int, int], batch: int = 1) -> torch.Tensor:
             out[b, c] = (torch.sin(0.11 * (c + 1) * ys + 0.05 * b) * torch.cos(0.07 * (c + 2) * xs)
                          + 0.3 * torch.sin(0.013 * (ys + 2 * xs) + c))
     return out.float() / 1.3
+
+
+def official_features(channels: list[int], sizes: list[tuple[int, int]], batch: int = 2) -> list[torch.Tensor]:
+    """Deterministic stand-ins for backbone levels (batch, channels[i], *sizes[i]), standard normal."""
+    return [torch.randn(batch, c, *hw, generator=torch.Generator().manual_seed(100 + i))
+            for i, (c, hw) in enumerate(zip(channels, sizes))]
+
+
+def official_labels(batch: int, height: int, width: int, classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """Deterministic label maps (batch, H, W): blocks of varying class ids (some absent per image), a
+    band of ignore_index, and the last image all ignored but for one block."""
+    ys = torch.arange(height)[:, None] // 8
+    xs = torch.arange(width)[None, :] // 12
+    out = torch.empty(batch, height, width, dtype=torch.long)
+    for b in range(batch):
+        out[b] = (ys * 3 + xs * (b + 2) + b) % (classes + 1)
+        out[b][out[b] == classes] = ignore_index
+    out[:, height // 3: height // 3 + 4] = ignore_index
+    out[-1, :, : width // 2] = ignore_index
+    return out
+
+
+def shape_keyed_rand(*size: Any, generator: Any = None, **kwargs: Any) -> torch.Tensor:
+    """A stand-in for torch.rand whose values depend on the requested shape alone (a generator seeded
+    by it), so that two implementations that draw the same shapes in different orders draw the same
+    numbers: Mask2Former's point sampling compared with the official head's."""
+    shape = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else tuple(size)
+    gen = torch.Generator().manual_seed(zlib.crc32(repr(shape).encode()))
+    kwargs.pop("requires_grad", None)
+    return _TORCH_RAND(shape, generator=gen, dtype=kwargs.pop("dtype", None) or torch.float32).to(**kwargs)
 
 
 def summarize(t: torch.Tensor) -> dict[str, Any]:
