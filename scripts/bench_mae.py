@@ -95,7 +95,8 @@ def bench_steps(args: argparse.Namespace) -> None:
         for name in order:
             if args.device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            rounds[name].append(step_time(*sides[name][:1], sides[name][1], images, args))
+            model, loss_of = sides[name]
+            rounds[name].append(step_time(model, loss_of, images, args))
             if args.device == "cuda":
                 peaks[name] = torch.cuda.max_memory_allocated() / 2**30
     mae_name, vit_name = list(sides)

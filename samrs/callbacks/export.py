@@ -67,8 +67,10 @@ class ExportMAE(Callback):
         self._exported_step: int | None = None
         self._epoch = 0
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch = trainer.current_epoch  # the epoch being trained, as MAE numbers its checkpoints
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        # the epoch of the last batch trained, as MAE numbers its checkpoints (also after a resume,
+        # which may enter an epoch without on_train_epoch_start)
+        self._epoch = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_epochs and (self._epoch + 1) % self.every_n_epochs == 0:
