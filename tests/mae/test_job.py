@@ -3,6 +3,7 @@ starting the SEP models (python -m samrs.train experiment=mae_vit_b_samrs, then 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 from pathlib import Path
@@ -91,15 +92,21 @@ OFFICIAL_VIT_B = "vit_b" in timm.list_models("vit_b")  # samrs' official ViT-B (
         not OFFICIAL_VIT_B, strict=True, reason="timm's own ViT keeps MAE's decoder keys; the official ViT-B "
         "(vit_b) that sep_vit_b builds after the model-zoo merge drops them, as the official init_weights")),
 ])
-def test_exported_mae_starts_the_sep_vit_models(experiment, tmp_path):
-    mae = MaskedAutoencoder(img_size=64, embed_dim=48, depth=4, num_heads=2, decoder_dim=32, decoder_depth=2,
-                            decoder_heads=2)
-    path = export_mae(mae, tmp_path / "mae.pth", epoch=0, meta={})
-    cfg = compose_train([f"experiment={experiment}", "start=samrs_mae", f"start.checkpoint={path}",
-                         "model.net.heads={sota:18}"], tmp_path)
-    assert cfg.name == experiment.replace("_debug", "_samrs_mae_debug")
-    net = hydra.utils.instantiate(cfg.model.net)
-    assert backbone_matches(net, mae.state_dict()) == 2 + 4 * 12
+def test_exported_and_released_mae_files_start_the_sep_vit_models(experiment, tmp_path):
+    debug = dict(embed_dim=48, depth=4, num_heads=2, decoder_dim=32, decoder_depth=2, decoder_heads=2)
+    exported = MaskedAutoencoder(img_size=64, **debug)
+    # the released files: MAE's checkpoint-1599.pth layout, 224 input, optimiser, scaler and arguments beside
+    released = MaskedAutoencoder(img_size=224, **debug)
+    files = {"export": export_mae(exported, tmp_path / "mae.pth", epoch=0, meta={}), "released": tmp_path / "rel.pth"}
+    torch.save({"model": released.state_dict(), "optimizer": {"state": {}, "param_groups": []}, "epoch": 1599,
+                "scaler": {"scale": 65536.0}, "args": argparse.Namespace(input_size=224, norm_pix_loss=True)},
+               files["released"])
+    for kind, mae in (("export", exported), ("released", released)):
+        cfg = compose_train([f"experiment={experiment}", "start=samrs_mae", f"start.checkpoint={files[kind]}",
+                             "model.net.heads={sota:18}"], tmp_path)
+        assert cfg.name == experiment.replace("_debug", "_samrs_mae_debug")
+        net = hydra.utils.instantiate(cfg.model.net)
+        assert backbone_matches(net, mae.state_dict()) == 2 + 4 * 12, kind
 
 
 def test_starts_find_the_runs_that_write_them(tmp_path):
