@@ -71,6 +71,9 @@ def untrained_model_config(model_cfg: DictConfig) -> DictConfig:
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir, resuming=False)
     train_cfg, state_dict = read_checkpoint(ckpt_path)
+    if "heads" not in (train_cfg.model.get("net") or {}):
+        raise ConfigError(f"{ckpt_path}: an MAE pre-training, which segments nothing to evaluate; its mae.pth starts "
+                          f"segmentation pre-training or fine-tuning (start=samrs_mae)")
     data_cfg = (cfg.data if cfg.get("data") is not None else train_cfg.data).copy()
     val_mode = check_protocol(cfg.evaluate.protocol)["val_mode"]
     with open_dict(data_cfg):

@@ -13,13 +13,29 @@ import hydra
 import pytest
 import timm
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from test_train_sep import compose_train, data_overrides
 
 import samrs.models  # noqa: F401  (registers the zoo backbones)
-from samrs.errors import MissingPathError
+from samrs.errors import ConfigError, MissingPathError
+from samrs.evaluate import evaluate
 from samrs.models.mae import MaskedAutoencoder, export_mae
 from samrs.tasks.mae import MAETask
 from samrs.train import check_start, train
+from samrs.utils.hydra import config_dir
+
+
+def compose_evaluate(ckpt_path: Path, out: Path):
+    """The config of `python -m samrs.evaluate ckpt_path=<ckpt_path>`, writing to `out`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"ckpt_path={ckpt_path}", f"paths.output_dir={out}"],
+                      return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
 
 QUICK = ["extras.print_config=false", "logger=csv", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
 
@@ -141,6 +157,8 @@ def test_debug_experiment_trains_prints_its_crops_and_starts_sep(generated_subse
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     saved = torch.load(run_dir / "mae.pth", weights_only=True)
     assert saved["epoch"] == 1 and saved["samrs"]["global_step"] == steps
+    with pytest.raises(ConfigError, match="an MAE pre-training"):  # samrs.evaluate ckpt_path=<the MAE run>
+        evaluate(compose_evaluate(run_dir, tmp_path / "evaluate"))
     sep = compose_train(["experiment=sep_vit_b_rvsa_debug", "start=samrs_mae", "model.net.heads={sota:18}"], tmp_path)
     sep.paths.log_dir = str(logs)
     check_start(sep)
