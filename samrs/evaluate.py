@@ -104,6 +104,9 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir, resuming=False)
     official = cfg.get("model") is not None  # an official SAMRS file, its architecture named by model=
     train_cfg, state_dict = official_train_config(cfg, ckpt_path) if official else read_checkpoint(ckpt_path)
+    if "heads" not in (train_cfg.model.get("net") or {}):
+        raise ConfigError(f"{ckpt_path}: an MAE pre-training, which segments nothing to evaluate; its mae.pth starts "
+                          f"segmentation pre-training or fine-tuning (start=samrs_mae)")
     data_cfg = (cfg.data if cfg.get("data") is not None else train_cfg.data).copy()
     val_mode = check_protocol(cfg.evaluate.protocol)["val_mode"]
     with open_dict(data_cfg):

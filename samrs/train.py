@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from samrs.callbacks import ExportPretrained
+from samrs.callbacks import ExportMAE, ExportPretrained
 from samrs.errors import ConfigError, MissingPathError
 from samrs.inference import protocol_label
 from samrs.metrics import write_scores
@@ -36,8 +36,15 @@ from samrs.utils.runs import (
 log = get_logger(__name__)
 
 
+def segments(cfg: DictConfig) -> bool:
+    """Whether the model is a segmentor with heads per subset (not MAE pre-training)."""
+    return "heads" in (cfg.model.get("net") or {})
+
+
 def fill_heads_from_data(cfg: DictConfig, datamodule: Any) -> None:
     """Heads and class names default to the data's subsets; given ones must agree with them."""
+    if not segments(cfg):
+        return
     net = cfg.model.net
     with open_dict(cfg):
         if net.get("heads") is None:
@@ -64,6 +71,8 @@ def check_start(cfg: DictConfig) -> None:
         experiment = f"sep_{cfg.get('model_key')}{cfg.get('sep_run_suffix') or ''}"  # sep_r50_upernet_debug
         hint = (f"; run the pre-training first (python -m samrs.train experiment={experiment}"
                 f"{f' start={pre_start}' if pre_start else ''})" if start.key.endswith("sep") else "")
+        if start.get("made_by"):  # a start written by another job (start=samrs_mae: the MAE pre-training)
+            hint = f"; run {start.made_by} first, or give a released file"
         raise MissingPathError(f"start={start.key}: no weight file {path} (set start.checkpoint=FILE{hint})")
 
 
@@ -113,7 +122,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     # Configuration errors surface here, before any training step (or data worker) runs.
-    check_input_sizes(model.net, crop_sizes(cfg))
+    if segments(cfg):
+        check_input_sizes(model.net, crop_sizes(cfg))
     if ckpt_path is not None:
         check_resume_checkpoint(model, ckpt_path)
         continue_wandb_run(cfg)
@@ -149,6 +159,8 @@ def report(trainer: L.Trainer, metrics: dict[str, float]) -> None:
     """The figures and files a user looks for at the end of a run."""
     ckpt = trainer.checkpoint_callback
     lines = [f"{k} = {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/mIoU")]
+    if not lines and "train/loss" in metrics:  # a run without validation (MAE pre-training)
+        lines.append(f"train/loss = {metrics['train/loss']:.4f}")
     if ckpt is not None:
         if ckpt.best_model_path:
             # (after ddp_spawn only the path comes back to the main process, not the score)
@@ -156,8 +168,8 @@ def report(trainer: L.Trainer, metrics: dict[str, float]) -> None:
             lines.append(f"best checkpoint: {ckpt.best_model_path}{score}")
         if ckpt.last_model_path:
             lines.append(f"last checkpoint: {ckpt.last_model_path}")
-    lines += [f"pre-trained weights for fine-tuning: {cb.path}" for cb in trainer.callbacks
-              if isinstance(cb, ExportPretrained) and cb.path.is_file()]
+    lines += [f"{cb.label}: {cb.path}" for cb in trainer.callbacks
+              if isinstance(cb, (ExportPretrained, ExportMAE)) and cb.path.is_file()]
     log.info("results:\n  " + "\n  ".join(lines or ["no validation metrics"]))
 
 

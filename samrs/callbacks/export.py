@@ -1,4 +1,5 @@
-"""Export the trunk (backbone + neck + decoder) of a finished pre-training for fine-tuning."""
+"""Export the trunk (backbone + neck + decoder) of a finished pre-training for fine-tuning, and the
+encoder + decoder of an MAE pre-training in MAE's layout."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from lightning.pytorch import Callback
 
 from samrs import __version__
 from samrs.errors import ConfigError
+from samrs.models.mae import export_mae
 from samrs.models.weights import export_pretrained, read_state_dict
 from samrs.utils.logging import get_logger
 
@@ -18,6 +20,8 @@ log = get_logger(__name__)
 class ExportPretrained(Callback):
     """At the end of training, write the trunk of the best checkpoint (`source="best"`, when there is
     one) or of the final weights (`source="last"`) to `path`, for `samrs.models.load_pretrained`."""
+
+    label = "pre-trained weights for fine-tuning"
 
     def __init__(self, path: str, source: str = "best") -> None:
         if source not in ("best", "last"):
@@ -47,3 +51,42 @@ class ExportPretrained(Callback):
             meta.update(source="final weights", global_step=trainer.global_step)
         export_pretrained(state, self.path, meta)
         log.info("pre-trained backbone + decoder (from %s) exported to %s", meta["source"], self.path)
+
+
+class ExportMAE(Callback):
+    """Write the MAE model (`pl_module.net`) to `path` in MAE's checkpoint layout ({"model": ...}, read
+    by start=samrs_mae) every `every_n_epochs` epochs (0: never) and at the end of training, so a
+    long run has a usable file before it ends."""
+
+    label = "MAE weights (start=samrs_mae start.checkpoint=...)"
+
+    def __init__(self, path: str, every_n_epochs: int = 20) -> None:
+        if every_n_epochs < 0:
+            raise ConfigError(f"ExportMAE: every_n_epochs must be 0 or more, got {every_n_epochs}")
+        self.path, self.every_n_epochs = Path(path), every_n_epochs
+        self._exported_step: int | None = None
+        self._epoch = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        # the epoch of the last batch trained, as MAE numbers its checkpoints (also after a resume,
+        # which may enter an epoch without on_train_epoch_start)
+        self._epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_epochs and (self._epoch + 1) % self.every_n_epochs == 0:
+            self.export(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._exported_step != trainer.global_step:
+            self.export(trainer, pl_module)
+
+    def export(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._exported_step = trainer.global_step
+        if not trainer.is_global_zero:
+            return
+        net = pl_module.net
+        meta = {"global_step": trainer.global_step, "img_size": net.grid[0] * net.patch_size,
+                "patch_size": net.patch_size, "mask_ratio": net.mask_ratio, "norm_pix_loss": net.norm_pix_loss,
+                "samrs_version": __version__}
+        export_mae(net, self.path, self._epoch, meta)
+        log.info("MAE weights (epoch %d, step %d) exported to %s", self._epoch, trainer.global_step, self.path)

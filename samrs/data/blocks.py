@@ -157,12 +157,20 @@ class BlockFile:
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """(image, label) inside `window`, decoding only the blocks it overlaps."""
+        image, label = self._read(window, ("image", "label"))
+        return image, label
+
+    def read_image(self, window: Window) -> np.ndarray:
+        """The image inside `window` alone (label blocks are not decoded: MAE needs no labels)."""
+        return self._read(window, ("image",))[0]
+
+    def _read(self, window: Window, planes: tuple[str, ...]) -> list[np.ndarray]:
         top, bottom, left, right = window
         if not (0 <= top < bottom <= self.height and 0 <= left < right <= self.width):
             raise ValueError(f"{self.path}: window {tuple(window)} outside the {self.height}x{self.width} image")
         fd = os.open(self.path, os.O_RDONLY)
         try:
-            return (self._plane(fd, "image", 3, window), self._plane(fd, "label", 1, window))
+            return [self._plane(fd, plane, 3 if plane == "image" else 1, window) for plane in planes]
         finally:
             os.close(fd)
 

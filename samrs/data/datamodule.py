@@ -186,9 +186,13 @@ class SAMRSDataModule(L.LightningDataModule):
             cache = self.cache_of(subset)
             if cache is not None:
                 self._check_meta(subset)
-                splits = dict.fromkeys(("train", self.val_split))  # the splits setup() reads
-                names = [n for split in splits for n in self.layouts[subset].split_names(self.root_of(subset), split)]
+                layout, root = self.layouts[subset], self.root_of(subset)
+                names = [n for split in self.cached_splits() for n in layout.split_names(root, split)]
                 cache.build(names, workers=self.cache_workers)
+
+    def cached_splits(self) -> tuple[str, ...]:
+        """The splits setup() reads, whose images prepare_data() caches."""
+        return tuple(dict.fromkeys(("train", self.val_split)))
 
     def _check_meta(self, subset: str) -> None:
         """samrs' own subsets name their classes in meta.json: they must be the configured ones. And

@@ -1,9 +1,11 @@
-"""Backbones (timm), necks, decoders (UperNet, UNet), the multi-head segmentor, and pre-trained
-weight export / loading (`load_pretrained`: a pre-training's trunk with new classifiers; official
-SAMRS files: `samrs.models.official.load_official`)."""
+"""Backbones (timm), necks, decoders (UperNet, UNet, Mask2Former), the multi-head segmentor,
+pre-trained weight export / loading (`load_pretrained`: a pre-training's trunk with new classifiers;
+official SAMRS files: `samrs.models.official.load_official`), and the masked autoencoder of MAE
+pre-training (`MaskedAutoencoder`, written in MAE's layout by `export_mae`)."""
 
 from samrs.models import backbones  # noqa: F401  (registers the zoo backbones with timm)
 from samrs.models.backbone import TimmBackbone
+from samrs.models.mae import MaskedAutoencoder, export_mae
 from samrs.models.neck import MultiLevelNeck
 from samrs.models.segmentor import ClassifierHead, MultiHeadSegmentor, check_input_sizes
 from samrs.models.unet import UNetDecoder
@@ -13,12 +15,14 @@ from samrs.models.weights import export_pretrained, load_pretrained, read_state_
 __all__ = [
     "ClassifierHead",
     "FCNHead",
+    "MaskedAutoencoder",
     "MultiHeadSegmentor",
     "MultiLevelNeck",
     "TimmBackbone",
     "UNetDecoder",
     "UperNetDecoder",
     "check_input_sizes",
+    "export_mae",
     "export_pretrained",
     "load_pretrained",
     "read_state_dict",
