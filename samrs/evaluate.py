@@ -5,6 +5,7 @@ the command names one. Every image of the split is evaluated whole, by sliding-w
 (samrs.inference: `evaluate.window`, `stride`, `flip`, `scales`, ...); mmseg-style scores per
 class (IoU, F1, accuracy) and their means and OA go to metrics.json and metrics.md in the run
 directory, and with `evaluate.save_predictions=true` the predictions to predictions/<subset>/.
+Instance checkpoints are scored by samrs.detection.evaluate (COCO AP; `evaluate.boxes=rotated`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from samrs.callbacks import SavePredictions
+from samrs.detection.evaluate import evaluate_instances, is_instance_run
 from samrs.inference import SlidingWindow
 from samrs.metrics import write_scores
 from samrs.utils.hydra import samrs_main
@@ -38,7 +40,7 @@ def read_checkpoint(ckpt_path: str) -> tuple[DictConfig, dict[str, torch.Tensor]
 def sliding_window(settings: DictConfig, train_cfg: DictConfig) -> SlidingWindow:
     """`evaluate.*` as a SlidingWindow; the window defaults to the run's inference window (fine-tuning)
     or its validation crop (pre-training)."""
-    spec = {k: v for k, v in OmegaConf.to_container(settings).items() if k != "save_predictions"}
+    spec = {k: v for k, v in OmegaConf.to_container(settings).items() if k not in ("save_predictions", "boxes")}
     if spec.get("window") is None:
         spec["window"] = (OmegaConf.select(train_cfg, "model.inference.window")
                           or OmegaConf.select(train_cfg, "data.val_transform.crop_size"))
@@ -61,6 +63,8 @@ def untrained_model_config(model_cfg: DictConfig) -> DictConfig:
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
     train_cfg, state_dict = read_checkpoint(ckpt_path)
+    if is_instance_run(train_cfg):  # an instance segmentation checkpoint: COCO AP (samrs.detection)
+        return evaluate_instances(cfg, train_cfg, state_dict, ckpt_path)
     data_cfg = (cfg.data if cfg.get("data") is not None else train_cfg.data).copy()
     with open_dict(data_cfg):
         data_cfg.val_mode, data_cfg.val_split = "whole", cfg.split

@@ -48,7 +48,7 @@ def fill_heads_from_data(cfg: DictConfig, datamodule: Any) -> None:
                 )
         if cfg.model.get("class_names") is None:
             cfg.model.class_names = datamodule.class_names
-        if cfg.model.get("metric_exclude") is None:
+        if "metric_exclude" in cfg.model and cfg.model.metric_exclude is None:  # (the semantic task's)
             cfg.model.metric_exclude = datamodule.metric_exclude
 
 
@@ -131,11 +131,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+# The validation scores the end-of-run report lists: the semantic task's, the instance task's means.
+REPORTED = ("val/mIoU", "val/bbox_mAP", "val/segm_mAP")
+
+
 @rank_zero_only
 def report(trainer: L.Trainer, metrics: dict[str, float]) -> None:
     """The figures and files a user looks for at the end of a run."""
     ckpt = trainer.checkpoint_callback
-    lines = [f"{k} = {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/mIoU")]
+    lines = [f"{k} = {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith(REPORTED)]
     if ckpt is not None:
         if ckpt.best_model_path:
             # (after ddp_spawn only the path comes back to the main process, not the score)

@@ -1,8 +1,10 @@
-"""Backbones (timm), necks, decoders (UperNet, UNet), the multi-head segmentor, and pre-trained
-weight export / loading (`load_pretrained`: a pre-training's trunk with new classifiers)."""
+"""Backbones (timm), necks, decoders (UperNet, UNet), the multi-head segmentor, the multi-head Mask
+R-CNN, and pre-trained weight export / loading (`load_pretrained`: a pre-training's trunk with new
+classifiers)."""
 
 from samrs.models import backbones  # noqa: F401  (registers the zoo backbones with timm)
 from samrs.models.backbone import TimmBackbone
+from samrs.models.maskrcnn import MultiHeadMaskRCNN
 from samrs.models.neck import MultiLevelNeck
 from samrs.models.segmentor import ClassifierHead, MultiHeadSegmentor, check_input_sizes
 from samrs.models.unet import UNetDecoder
@@ -12,6 +14,7 @@ from samrs.models.weights import export_pretrained, load_pretrained, read_state_
 __all__ = [
     "ClassifierHead",
     "FCNHead",
+    "MultiHeadMaskRCNN",
     "MultiHeadSegmentor",
     "MultiLevelNeck",
     "TimmBackbone",
