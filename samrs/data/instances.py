@@ -24,17 +24,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from samrs.data.batching import ProportionalSampler, ShardSampler, proportional_batch_sizes
 from samrs.data.blocks import Window
 from samrs.data.datamodule import SAMRSDataModule
-from samrs.data.dataset import MultiSubsetDataset, Reader, process_seed
+from samrs.data.dataset import Reader, process_seed
 from samrs.data.instance_index import InstanceIndex, decode_segmentation
-from samrs.data.transforms import WindowTransform, train_transform, val_transform, whole_transform
+from samrs.data.transforms import WholeImage, WindowTransform
 from samrs.geometry import mask_min_area_rect
 from samrs.sources.base import Problem
-from samrs.utils.logging import get_logger
-
-log = get_logger(__name__)
 
 TARGET_KEYS = ("boxes", "labels", "masks", "iscrowd", "rboxes")
 
@@ -207,7 +203,8 @@ class InstanceDataModule(SAMRSDataModule):
             for subset in self.subsets:
                 self.index_of(subset)
 
-    def _instance_dataset(self, subset: str, split: str, transform: WindowTransform, whole: bool) -> InstanceDataset:
+    def _dataset(self, subset: str, split: str, transform: WindowTransform) -> InstanceDataset:
+        """The instance dataset of a split, after the semantic checks and the instances file's."""
         names, reader = self._names(subset, split)
         index = self.index_of(subset)
         path = self.root_of(subset) / self.instances
@@ -217,37 +214,21 @@ class InstanceDataModule(SAMRSDataModule):
         names = [n for n in names if n not in unlisted]
         if not names:
             raise ValueError(f"{subset}/{split}: no usable images left")
+        whole = self.val_mode == "whole" and split == self.val_split and isinstance(transform, WholeImage)
         return InstanceDataset(names, reader, index, transform, self.min_visible, whole, subset)
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage in ("fit", None) and not self.train_sets:
-            tf = train_transform(**self.train_transform_cfg)
-            self.train_sets = {k: self._instance_dataset(k, "train", tf, whole=False) for k in self.subsets}
-            self.train_batch_sizes = proportional_batch_sizes(self.batch_size, {k: len(v) for k, v in self.train_sets.items()})
-        if stage in ("fit", "validate", None) and not self.val_sets:
-            whole = self.val_mode == "whole"
-            if whole:
-                tf = whole_transform(**{k: v for k, v in self.val_transform_cfg.items() if k in ("mean", "std")})
-            else:
-                tf = val_transform(**self.val_transform_cfg)
-            self.val_sets = {k: self._instance_dataset(k, self.val_split, tf, whole) for k in self.subsets}
-
+    # The semantic loaders (proportional sampler, shards, workers) with the instances' collation:
+    # targets differ in size from image to image.
     def train_dataloader(self) -> DataLoader:
-        world, rank = self._replicas()
-        data = MultiSubsetDataset(self.train_sets)
-        steps = self.steps_per_epoch(world)
-        sampler = ProportionalSampler(data.sizes, list(self.train_batch_sizes.values()), steps, world, rank, self.seed)
-        self._log_epoch(data.sizes, steps, world)
-        return DataLoader(data, batch_size=sum(self.train_batch_sizes.values()), sampler=sampler,
-                          collate_fn=collate_instances_by_subset, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+        loader = super().train_dataloader()
+        loader.collate_fn = collate_instances_by_subset
+        return loader
 
     def val_dataloader(self) -> list[DataLoader]:
-        world, rank = self._replicas()
-        batch_size = 1 if self.val_mode == "whole" else self.val_batch_size  # whole images differ in size
-        return [DataLoader(ds, batch_size=batch_size, sampler=ShardSampler(len(ds), world, rank),
-                           collate_fn=collate_instances, num_workers=self.val_num_workers, pin_memory=self.pin_memory)
-                for ds in self.val_sets.values()]
+        loaders = super().val_dataloader()
+        for loader in loaders:
+            loader.collate_fn = collate_instances
+        return loaders
 
     def category_ids(self) -> dict[str, dict[int, int]]:
         """Per subset, class id -> the instances file's category id (for COCO results files)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torchmetrics.detection import MeanAveragePrecision
@@ -49,7 +50,11 @@ class InstanceAP(MeanAveragePrecision):
     """
 
     def __init__(self, num_classes: int, backend: str = "auto", max_detections: int = 100) -> None:
+        # COCOeval's own thresholds: torchmetrics' defaults come from float32 linspace (0.550000011...),
+        # which moves matches and recall points that fall exactly on a threshold
         super().__init__(iou_type=IOU_TYPES, class_metrics=True, backend=resolve_backend(backend),
+                         iou_thresholds=np.linspace(0.5, 0.95, 10).tolist(),
+                         rec_thresholds=np.linspace(0.0, 1.0, 101).tolist(),
                          max_detection_thresholds=[1, 10, int(max_detections)])
         self.num_classes = num_classes
         self.warn_on_many_detections = False  # the model's detections_per_img already bounds them

@@ -49,9 +49,8 @@ def detection_records(det: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
         rbox = mask_rbox(mask[y0:y1, x0:x1], box - [x0, y0, x0, y0]) + np.tile([x0, y0], 4)
         out.append({
             "category_id": int(label),
-            "bbox": [round(float(box[0]), 2), round(float(box[1]), 2), round(float(box[2] - box[0]), 2),
-                     round(float(box[3] - box[1]), 2)],
-            "score": round(float(score), 5),
+            "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
+            "score": float(score),
             "segmentation": crop_to_rle(mask[y0:y1, x0:x1], int(x0), int(y0), height, width),
             "rbox": [round(float(v), 2) for v in rbox],
         })

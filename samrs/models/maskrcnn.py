@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
@@ -74,7 +75,9 @@ class MultiHeadMaskRCNN(nn.Module):
     data; torchvision's background class 0 is added inside). `anchor_sizes`: one size per FPN level
     (strides 4, 8, 16, 32, 64), each with every `aspect_ratios`. `rpn`, `roi`: keyword arguments of
     torchvision's RegionProposalNetwork and RoIHeads over their defaults (RPN_DEFAULTS, ROI_DEFAULTS).
-    `mask_threshold`: mask probability above which a pixel belongs to a detection.
+    `mask_threshold`: mask probability above which a pixel belongs to a detection. `norm_eval`: keep
+    the backbone's BatchNorm layers in eval mode in training (running statistics of the start weights,
+    as mmdet's `norm_eval` for ImageNet-started ResNets: detection batches are small).
     `pretrained`: a start file (see `load_start`); `pretrained_parts`: what to take from it.
 
     Training: `forward(images, subset, targets)` -> torchvision's losses (loss_objectness,
@@ -96,6 +99,7 @@ class MultiHeadMaskRCNN(nn.Module):
         mask_layers: Sequence[int] = (256, 256, 256, 256),
         mask_dim_reduced: int = 256,
         mask_threshold: float = 0.5,
+        norm_eval: bool = False,
         pretrained: str | None = None,
         pretrained_parts: Sequence[str] | None = None,
     ) -> None:
@@ -124,9 +128,17 @@ class MultiHeadMaskRCNN(nn.Module):
                                              for k, n in heads.items()}),
             **{**ROI_DEFAULTS, **(roi or {})},
         )
-        self.mask_threshold = mask_threshold
+        self.mask_threshold, self.norm_eval = mask_threshold, norm_eval
         if pretrained:
             load_start(self, pretrained, pretrained_parts)
+
+    def train(self, mode: bool = True) -> MultiHeadMaskRCNN:
+        super().train(mode)
+        if mode and self.norm_eval:
+            for m in self.backbone.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
 
     @property
     def num_classes(self) -> dict[str, int]:
