@@ -12,6 +12,7 @@ instances file's size or mtime changes); without one the blob is kept in memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -210,21 +211,16 @@ def _grouped(spool, ids: np.ndarray, lengths: np.ndarray, target: Path | None):
     first = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]]) if len(ids) else np.zeros(0, np.int64)
     last = np.r_[first[1:], len(sorted_ids)].astype(np.int64)
     ranges = {int(sorted_ids[a]): (int(starts[a]), int(starts[b] - starts[a])) for a, b in zip(first, last)}
-    out = open(target, "wb") if target is not None else None
-    parts = []
-    try:
+    parts: list[bytes] = []
+    with open(target, "wb") if target is not None else contextlib.nullcontext() as out:
+        sink = out.write if out is not None else parts.append
         spool.flush()
-        fd = spool.fileno()
-        # runs of consecutive spool records that stay consecutive: one read each
+        # runs of spool records that stay consecutive in the new order: read in large pieces
         breaks = np.flatnonzero(np.diff(order) != 1) + 1
         for run in np.split(order, breaks) if len(order) else []:
             start, end = int(offsets[run[0]]), int(offsets[run[-1]] + lengths[run[-1]])
             for pos in range(start, end, _CHUNK * 64):
-                data = os.pread(fd, min(_CHUNK * 64, end - pos), pos)
-                out.write(data) if out is not None else parts.append(data)
-    finally:
-        if out is not None:
-            out.close()
+                sink(os.pread(spool.fileno(), min(_CHUNK * 64, end - pos), pos))
     return (b"".join(parts) if target is None else target), ranges
 
 

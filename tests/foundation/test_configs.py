@@ -24,7 +24,7 @@ REQUIRED = {
     "label": ["source=dota", "source.root=/nonexistent", "output_dir=/nonexistent/out"],
 }
 # Values a group option requires from the user, likewise.
-OPTION_REQUIRED = {"start=rsp": ["start.checkpoint=/nonexistent/rsp.pth"]}
+OPTION_REQUIRED = {f"start={k}": [f"start.checkpoint=/nonexistent/{k}.pth"] for k in ("rsp", "official_sep")}
 SKIP_GROUPS = {"hydra", "local"}
 
 
