@@ -8,6 +8,7 @@ it was cut, each on its own, with flip and averaged softmax (the official test s
 `stride`, `flip`, `scales`, ...); mmseg-style scores per class (IoU, F1, accuracy), their means and
 OA go to metrics.json (with the protocol) and metrics.md in the run directory, and with
 `evaluate.save_predictions=true` the predictions to predictions/<subset>/.
+Instance checkpoints are scored by samrs.detection.evaluate (COCO AP; `evaluate.boxes=rotated`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from samrs.callbacks import SavePredictions
+from samrs.detection.evaluate import evaluate_instances, is_instance_run
 from samrs.errors import BadFileError, ConfigError
 from samrs.inference import SlidingWindow, check_protocol, protocol_label
 from samrs.metrics import check_absent_classes, percent, write_scores
@@ -46,7 +48,7 @@ def inference_settings(settings: DictConfig, train_cfg: DictConfig, data_cfg: Di
     window to the data's tile size (official protocol), the run's inference window (fine-tuning) or
     its validation crop (pre-training)."""
     spec = {k: v for k, v in OmegaConf.to_container(settings).items()
-            if k not in ("save_predictions", "protocol", "absent_classes")}
+            if k not in ("save_predictions", "protocol", "absent_classes", "boxes")}
     protocol = check_protocol(settings.protocol)
     for key in ("flip", "average"):
         if spec.get(key) is None:
@@ -104,6 +106,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir, resuming=False)
     official = cfg.get("model") is not None  # an official SAMRS file, its architecture named by model=
     train_cfg, state_dict = official_train_config(cfg, ckpt_path) if official else read_checkpoint(ckpt_path)
+    if not official and is_instance_run(train_cfg):  # an instance segmentation checkpoint: COCO AP (samrs.detection)
+        return evaluate_instances(cfg, train_cfg, state_dict, ckpt_path)
     if "heads" not in (train_cfg.model.get("net") or {}):
         raise ConfigError(f"{ckpt_path}: an MAE pre-training, which segments nothing to evaluate; its mae.pth starts "
                           f"segmentation pre-training or fine-tuning (start=samrs_mae)")

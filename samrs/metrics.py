@@ -101,8 +101,13 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
 def scores_table(scores: Mapping[str, Mapping[str, Any]], class_names: Mapping[str, Sequence[str]]) -> str:
     """Markdown: per subset, a row per class with IoU / F1 / Acc in %, then the means and OA.
 
-    `scores[subset]` holds the lists and numbers of `scores_from_confusion` (e.g. via .tolist()).
+    `scores[subset]` holds the lists and numbers of `scores_from_confusion` (e.g. via .tolist()); the
+    instance task's scores (box and mask AP) get samrs.detection's table instead.
     """
+    from samrs.detection.coco_map import ap_table, is_instance_scores
+
+    if any(is_instance_scores(s) for s in scores.values()):
+        return ap_table(scores, class_names)
     out = []
     for subset, s in scores.items():
         names = list(class_names.get(subset) or range(len(s["IoU"])))

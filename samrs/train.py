@@ -58,7 +58,7 @@ def fill_heads_from_data(cfg: DictConfig, datamodule: Any) -> None:
                 )
         if cfg.model.get("class_names") is None:
             cfg.model.class_names = datamodule.class_names
-        if cfg.model.get("metric_exclude") is None:
+        if "metric_exclude" in cfg.model and cfg.model.metric_exclude is None:  # (the semantic task's)
             cfg.model.metric_exclude = datamodule.metric_exclude
 
 
@@ -154,11 +154,15 @@ def validation_protocol(datamodule: L.LightningDataModule, model: L.LightningMod
     return protocol_label(getattr(datamodule, "val_mode", "crop"), asdict(inference) if inference else None, absent)
 
 
+# The validation scores the end-of-run report lists: the semantic task's, the instance task's means.
+REPORTED = ("val/mIoU", "val/bbox_mAP", "val/segm_mAP")
+
+
 @rank_zero_only
 def report(trainer: L.Trainer, metrics: dict[str, float]) -> None:
     """The figures and files a user looks for at the end of a run."""
     ckpt = trainer.checkpoint_callback
-    lines = [f"{k} = {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/mIoU")]
+    lines = [f"{k} = {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith(REPORTED)]
     if not lines and "train/loss" in metrics:  # a run without validation (MAE pre-training)
         lines.append(f"train/loss = {metrics['train/loss']:.4f}")
     if ckpt is not None:

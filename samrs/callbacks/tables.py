@@ -1,4 +1,5 @@
-"""Per-class score tables after every validation: a Markdown file per step, and wandb tables."""
+"""Per-class score tables after every validation (IoU of the semantic task, AP of the instance task):
+a Markdown file per step, and wandb tables."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import lightning as L
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import WandbLogger
 
+from samrs.detection.coco_map import class_rows, is_instance_scores
 from samrs.metrics import scores_table
 from samrs.utils.io import write_text
 
@@ -29,5 +31,9 @@ class ValidationTables(Callback):
             if isinstance(logger, WandbLogger):
                 for subset, s in scores.items():
                     classes = pl_module.class_names_of(subset)
-                    rows = [[c, s["IoU"][i], s["F1"][i], s["Acc"][i]] for i, c in enumerate(classes)]
-                    logger.log_table(f"val/classes/{subset}", columns=["class", "IoU", "F1", "Acc"], data=rows)
+                    if is_instance_scores(s):
+                        columns, rows = class_rows(s, classes)
+                    else:
+                        columns = ["class", "IoU", "F1", "Acc"]
+                        rows = [[c, s["IoU"][i], s["F1"][i], s["Acc"][i]] for i, c in enumerate(classes)]
+                    logger.log_table(f"val/classes/{subset}", columns=columns, data=rows)

@@ -149,9 +149,7 @@ def official_state(state: Mapping[str, torch.Tensor], net: MultiHeadSegmentor,
                            f"semseghead*)")
     out: dict[str, torch.Tensor] = {}
     if "backbone" in parts:
-        backbone = net.backbone
-        full = convert_weights(backbone.name, by_part.get("encoder", {}), backbone.kwargs, "the official encoder")
-        out.update({f"backbone.model.{k}": v for k, v in features_state(backbone.model, full).items()})
+        out.update(official_backbone_state(by_part.get("encoder", {}), net.backbone))
     if "decoder" in parts:
         out.update({f"decoder.{k}": v for k, v in _decoder_state(by_part.get("decoder", {}), net.decoder).items()})
     if "heads" in parts:
@@ -162,6 +160,13 @@ def official_state(state: Mapping[str, torch.Tensor], net: MultiHeadSegmentor,
     if problem:
         raise BadFileError(f"the official weights do not fit this model: {problem}")
     return out
+
+
+def official_backbone_state(encoder: Mapping[str, torch.Tensor], backbone: TimmBackbone) -> dict[str, torch.Tensor]:
+    """An official encoder's tensors (keys without `encoder.`) as `backbone.model.*` keys of a samrs
+    TimmBackbone, through the timm model's converter (also for Mask R-CNN's backbone)."""
+    full = convert_weights(backbone.name, encoder, backbone.kwargs, "the official encoder")
+    return {f"backbone.model.{k}": v for k, v in features_state(backbone.model, full).items()}
 
 
 def _decoder_state(state: Mapping[str, torch.Tensor], decoder: nn.Module) -> dict[str, torch.Tensor]:
