@@ -148,7 +148,7 @@ def test_centre_crops_cut_instances_and_drop_the_barely_visible(generated_subset
 
 
 def test_flips_and_rotations_move_image_masks_and_boxes_together(generated_subsets, make_data):
-    no_colour = {"color_jitter": 0.0, "gamma": 0.0, "scale_p": 0.0, "crop_size": 64}
+    no_colour = {"color": "none", "scale_p": 0.0, "crop_size": 64}
     plain = make_data(generated_subsets, train_transform={**no_colour, "hflip": 0.0, "vflip": 0.0, "rotate90": 0.0})
     moved = make_data(generated_subsets, train_transform={**no_colour, "hflip": 1.0, "vflip": 0.0, "rotate90": 1.0})
     for data in (plain, moved):
