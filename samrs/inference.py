@@ -13,8 +13,8 @@ of logits everywhere (the official SAMRS test script; mmseg averages logits over
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from samrs.data.tiles import tile_windows
 
 AVERAGES = ("logits", "probs")
 Forward = Callable[[torch.Tensor], torch.Tensor]
+ReadRows = Callable[[int, int], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -107,3 +108,139 @@ class SlidingWindow:
     def _as_average(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         return logits.softmax(dim=1) if self.average == "probs" else logits
+
+    # ---- whole scenes, a band of rows at a time (samrs.predict) --------------------------------
+
+    def passes(self) -> list[_Pass]:
+        """One pass per scale: windows of round(window / scale) image pixels every round(step / scale),
+        each resized to the model's window (scale 1: the windows of `__call__` exactly)."""
+        out = []
+        for scale in self.scales:
+            size = max(1, round(self.window / scale))
+            out.append(_Pass(scale, size, min(size, max(1, round(self.step / scale)))))
+        return out
+
+    def count_windows(self, height: int, width: int) -> int:
+        """Windows (forward passes of batch 1, flips aside) over a height x width image, all scales."""
+        return sum(len(p.tops(height)) * len(p.lefts(width)) for p in self.passes())
+
+    @torch.no_grad()
+    def rows(self, forward: Forward, read_rows: ReadRows, height: int, width: int,
+             on_windows: Callable[[int], None] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """Sliding-window inference over a height x width image that is never whole in memory.
+
+        `read_rows(top, bottom)` gives the image's rows [top, bottom) as a (C_in, rows, width) tensor;
+        yields (top, out) for consecutive bands of finished rows from the top, out (C, rows, width)
+        on `device` (default cpu): the logits (or probabilities) `__call__` gives for those rows at
+        scale 1, flips and averages included. Each scale is a pass of its own windows (`passes`), run
+        row of windows by row of windows, so memory holds one band of `window` rows per scale.
+        `on_windows(n)` is told of every n windows run (a progress bar)."""
+        device = torch.device(self.device or "cpu")
+        states = [_PassState(p, p.tops(height), p.lefts(width)) for p in self.passes()]
+        emitted = 0
+        while emitted < height:
+            state = min((s for s in states if s.next < len(s.tops)), key=lambda s: s.done, default=None)
+            if state is None:
+                for s in states:
+                    s.finish(height)
+            else:
+                self._run_row(forward, read_rows, state, height, width, device)
+                if state.next == len(state.tops):
+                    state.finish(height)
+                if on_windows is not None:
+                    on_windows(len(state.lefts))
+            frontier = min(s.done for s in states)
+            if frontier > emitted:
+                parts = [s.take(emitted, frontier) for s in states]
+                yield emitted, parts[0] if len(parts) == 1 else torch.stack(parts).mean(0)
+                emitted = frontier
+
+    def _run_row(self, forward: Forward, read_rows: ReadRows, state: _PassState, height: int, width: int,
+                 device: torch.device) -> None:
+        """The next row of windows of one pass, added into its band."""
+        p, top = state.pass_, state.tops[state.next]
+        bottom = min(top + p.size, height)
+        state.finish(top)  # no later window reaches above `top`
+        pixels = read_rows(top, bottom)
+        for start in range(0, len(state.lefts), self.batch_size):
+            lefts = state.lefts[start:start + self.batch_size]
+            crops = torch.stack([_padded(pixels[:, :, left:left + p.size], p.size) for left in lefts])
+            if p.size != self.window:
+                crops = F.interpolate(crops, size=(self.window, self.window), mode="bilinear", align_corners=False)
+            out = self._window_outputs(forward, crops)
+            if p.size != self.window:
+                out = F.interpolate(out, size=(p.size, p.size), mode="bilinear", align_corners=False)
+            out = out.to(device)
+            for i, left in enumerate(lefts):
+                right = min(left + p.size, width)
+                state.add(out[i, :, : bottom - top, : right - left], top, left, width, device)
+        state.next += 1
+
+
+def _padded(crop: torch.Tensor, size: int) -> torch.Tensor:
+    """A (C, h, w) crop padded at the bottom/right to size x size with 0 (the mean after normalisation)."""
+    pad_h, pad_w = size - crop.shape[1], size - crop.shape[2]
+    return F.pad(crop, (0, pad_w, 0, pad_h)) if pad_h or pad_w else crop
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """The windows of one scale: `size` image pixels every `step`."""
+
+    scale: float
+    size: int
+    step: int
+
+    def tops(self, height: int) -> list[int]:
+        return [w.top for w in tile_windows(height, 1, self.size, self.step)]
+
+    def lefts(self, width: int) -> list[int]:
+        return [w.left for w in tile_windows(1, width, self.size, self.step)]
+
+
+@dataclass
+class _PassState:
+    """One pass under way: the sums and window counts of its open band of rows (from `done`),
+    and its finished rows not yet handed out (from `given`)."""
+
+    pass_: _Pass
+    tops: list[int]
+    lefts: list[int]
+    next: int = 0  # the next row of windows to run
+    done: int = 0  # rows above are finished
+    given: int = 0
+    sums: torch.Tensor | None = None  # (C, rows, W) of rows [done, done + rows)
+    counts: torch.Tensor | None = None  # (rows, W)
+    finished: list[torch.Tensor] = field(default_factory=list)  # rows [given, done), averaged
+
+    def add(self, out: torch.Tensor, top: int, left: int, width: int, device: torch.device) -> None:
+        rows = top - self.done + out.shape[1]
+        if self.sums is None or self.sums.shape[1] < rows:
+            grown = torch.zeros(out.shape[0], rows, width, device=device)
+            count = torch.zeros(rows, width, device=device)
+            if self.sums is not None:
+                grown[:, : self.sums.shape[1]] = self.sums
+                count[: self.counts.shape[0]] = self.counts
+            self.sums, self.counts = grown, count
+        r0, c1 = top - self.done, left + out.shape[2]
+        self.sums[:, r0 : r0 + out.shape[1], left:c1] += out
+        self.counts[r0 : r0 + out.shape[1], left:c1] += 1
+
+    def finish(self, row: int) -> None:
+        """Rows above `row` get no more windows: average them and set them aside."""
+        if row <= self.done:
+            return
+        n = row - self.done
+        if self.sums is not None:
+            self.finished.append(self.sums[:, :n] / self.counts[:n].clamp(min=1))
+            self.sums, self.counts = self.sums[:, n:], self.counts[n:]
+        self.done = row
+
+    def take(self, start: int, stop: int) -> torch.Tensor:
+        """The finished rows [start, stop), handed out once."""
+        assert start == self.given and stop <= self.done
+        rows = torch.cat(self.finished, dim=1) if len(self.finished) > 1 else self.finished[0]
+        out, rest = rows[:, : stop - start], rows[:, stop - start :]
+        self.finished = [rest] if rest.shape[1] else []
+        self.given = stop
+        return out

@@ -21,7 +21,10 @@ class TimmBackbone(nn.Module):
     loads a local file instead (a timm/torchvision/official state_dict, or one wrapped in
     {"state_dict": ...} / {"model": ...}), converted by the model's own timm filter. A file that does
     not fit the architecture is an error, not a partial load. Other keyword arguments go to
-    `timm.create_model` (e.g. `drop_path_rate`, `dynamic_img_size`, or smaller depths for tests).
+    `timm.create_model` (e.g. `drop_path_rate`, `dynamic_img_size`, or smaller depths for tests);
+    `in_chans` (multispectral images: 4 for RGB + near infrared) makes timm adapt the first layer of
+    3-channel weights (timm.models.adapt_input_conv: the RGB filters repeated over the bands and
+    scaled by 3 / in_chans), for its own weights and for a local file alike.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class TimmBackbone(nn.Module):
         weights = {"pretrained_cfg_overlay": {"file": str(checkpoint)}} if checkpoint else {}
         self.model = timm.create_model(name, pretrained=pretrained or bool(checkpoint), features_only=True,
                                        out_indices=self.out_indices, **weights, **kwargs)
+        self.in_chans = int(kwargs.get("in_chans", 3))
         self.channels = list(self.model.feature_info.channels())
         self.strides = list(self.model.feature_info.reduction())
         self._nhwc = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
@@ -79,7 +83,8 @@ def check_weight_file(name: str, path: str | Path, kwargs: dict[str, Any]) -> No
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model.net.backbone.checkpoint={path}: no such file")
-    model = timm.create_model(name, pretrained=False, **kwargs)
+    # the file holds 3-channel weights: timm adapts the first layer to in_chans when it loads them
+    model = timm.create_model(name, pretrained=False, **{k: v for k, v in kwargs.items() if k != "in_chans"})
     state = load_state_dict(str(path))
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     if filter_fn is not None:

@@ -125,3 +125,41 @@ def _nodata_box(subset: str, size: tuple[int, int]) -> tuple[str, np.ndarray]:
     x = y = 0.03 * min(size)
     corners = np.array([[x, y], [x + side, y], [x + side, y + side / 2], [x, y + side / 2]])
     return subset_classes(subset).names[0], corners
+
+
+def write_geo_subset(root: str | Path, count: int = 4, size: int | Sequence[int] = 384, seed: int = 0,
+                     num_objects: int | Sequence[int] = (6, 12), bands: int = 4, tile: int = 128, gap: int = 32,
+                     subset: str = "sota", val_fraction: float = 0.2) -> Path:
+    """Generated GeoTIFF scenes (in `<root>_scenes`) labeled by polygon_fill into a subset at `root`,
+    every band kept: the data of the geo_debug experiment. The label job runs on one CPU process;
+    a second call with the same settings finds the subset and returns."""
+    import functools
+    import json
+
+    import lightning as L
+
+    from samrs.classes import subset_classes
+    from samrs.labeling.fill import PolygonFillLabeler
+    from samrs.labeling.job import run_labeling
+    from samrs.sources.geo import GeoSource
+    from samrs.sources.tiling import Tiling
+    from samrs.utils.io import write_json
+
+    root = Path(root)
+    params = {"count": count, "size": size if isinstance(size, int) else list(size), "seed": seed,
+              "num_objects": num_objects if isinstance(num_objects, int) else list(num_objects), "bands": bands,
+              "tile": tile, "gap": gap, "subset": subset, "val_fraction": val_fraction}
+    marker = root / ".generated.json"
+    if marker.is_file() and json.loads(marker.read_text()) == params:
+        return root
+    scenes = write_geotiff_scenes(root.parent / f"{root.name}_scenes", count, size, seed, num_objects, bands=bands,
+                                  block=max(tile * 2, 256), subset=subset)
+    source = GeoSource(scenes / "images", scenes / "boxes.geojson", classes=subset_classes(subset).names,
+                       subset=subset)
+    trainer = functools.partial(L.Trainer, accelerator="cpu", devices=1, enable_model_summary=False,
+                                enable_checkpointing=False)
+    run_labeling(source, PolygonFillLabeler(), root, tiling=Tiling(size=tile, gap=gap, min_visible=0.5),
+                 val_fraction=val_fraction, progress=False, make_trainer=trainer, output_format="geotiff",
+                 output_bands="all")
+    write_json(marker, params)
+    return root
