@@ -200,8 +200,9 @@ class _Pass:
 
 @dataclass
 class _PassState:
-    """One pass under way: the sums and window counts of its open band of rows (from `done`),
-    and its finished rows not yet handed out (from `given`)."""
+    """One pass under way: the sums and window counts of its open band of rows [done, done + size),
+    kept in a ring of `size` rows allocated once (image row r at r % size), and its finished rows
+    not yet handed out (from `given`)."""
 
     pass_: _Pass
     tops: list[int]
@@ -209,31 +210,38 @@ class _PassState:
     next: int = 0  # the next row of windows to run
     done: int = 0  # rows above are finished
     given: int = 0
-    sums: torch.Tensor | None = None  # (C, rows, W) of rows [done, done + rows)
-    counts: torch.Tensor | None = None  # (rows, W)
+    sums: torch.Tensor | None = None  # (C, size, W)
+    counts: torch.Tensor | None = None  # (size, W)
     finished: list[torch.Tensor] = field(default_factory=list)  # rows [given, done), averaged
 
+    def _segments(self, start: int, stop: int) -> list[tuple[slice, slice]]:
+        """(rows of the ring, rows from `start`) holding image rows [start, stop), at most `size` of them."""
+        size = self.pass_.size
+        first = min(stop - start, size - start % size)
+        out = [(slice(start % size, start % size + first), slice(0, first))]
+        if stop - start > first:
+            out.append((slice(0, stop - start - first), slice(first, stop - start)))
+        return out
+
     def add(self, out: torch.Tensor, top: int, left: int, width: int, device: torch.device) -> None:
-        rows = top - self.done + out.shape[1]
-        if self.sums is None or self.sums.shape[1] < rows:
-            grown = torch.zeros(out.shape[0], rows, width, device=device)
-            count = torch.zeros(rows, width, device=device)
-            if self.sums is not None:
-                grown[:, : self.sums.shape[1]] = self.sums
-                count[: self.counts.shape[0]] = self.counts
-            self.sums, self.counts = grown, count
-        r0, c1 = top - self.done, left + out.shape[2]
-        self.sums[:, r0 : r0 + out.shape[1], left:c1] += out
-        self.counts[r0 : r0 + out.shape[1], left:c1] += 1
+        """A window's (C, rows, cols) output at (top, left); top >= done."""
+        if self.sums is None:
+            self.sums = torch.zeros(out.shape[0], self.pass_.size, width, device=device)
+            self.counts = torch.zeros(self.pass_.size, width, device=device)
+        right = left + out.shape[2]
+        for ring, rows in self._segments(top, top + out.shape[1]):
+            self.sums[:, ring, left:right] += out[:, rows]
+            self.counts[ring, left:right] += 1
 
     def finish(self, row: int) -> None:
-        """Rows above `row` get no more windows: average them and set them aside."""
+        """Rows above `row` get no more windows: average them, set them aside, clear their ring rows."""
         if row <= self.done:
             return
-        n = row - self.done
         if self.sums is not None:
-            self.finished.append(self.sums[:, :n] / self.counts[:n].clamp(min=1))
-            self.sums, self.counts = self.sums[:, n:], self.counts[n:]
+            for ring, _ in self._segments(self.done, row):
+                self.finished.append(self.sums[:, ring] / self.counts[ring].clamp(min=1))
+                self.sums[:, ring] = 0
+                self.counts[ring] = 0
         self.done = row
 
     def take(self, start: int, stop: int) -> torch.Tensor:
@@ -241,6 +249,6 @@ class _PassState:
         assert start == self.given and stop <= self.done
         rows = torch.cat(self.finished, dim=1) if len(self.finished) > 1 else self.finished[0]
         out, rest = rows[:, : stop - start], rows[:, stop - start :]
-        self.finished = [rest] if rest.shape[1] else []
+        self.finished = [rest.clone()] if rest.shape[1] else []
         self.given = stop
         return out

@@ -309,10 +309,11 @@ def _progress(enabled: bool) -> Progress:
 
 
 def run_job(cfg: DictConfig) -> None:
+    """The predict job; a usage error, a missing checkpoint or input is one line and exit status 2."""
     apply_extras(cfg)
     try:
         predict(cfg)
-    except UsageError as err:
+    except (UsageError, FileNotFoundError) as err:
         print(err, file=sys.stderr)
         sys.exit(2)
 

@@ -441,7 +441,8 @@ def run_labeling(
     settings = {"source": source.name, "subset": source.classes.name, **deciding, "tiling": asdict(tiling),
                 "overlap": overlap, "write_color": write_color}
     if (output_format, output_bands) != ("png", "rgb") or described:  # (earlier runs' files lack them)
-        settings.update(output_format=output_format, output_bands=output_bands, source_settings=described)
+        deciding_source = {k: v for k, v in described.items() if k not in ("images", "vectors")}  # data may move
+        settings.update(output_format=output_format, output_bands=output_bands, source_settings=deciding_source)
     meta = {"source": source.name, "source_root": str(source.root), "tiling": asdict(tiling),
             "keep_empty": keep_empty, **({"source_settings": described} if described else {})}
     check_settings(root, settings)

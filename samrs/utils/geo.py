@@ -13,6 +13,7 @@ pixel corner to CRS coordinates.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -25,12 +26,15 @@ import rasterio
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.features import shapes
 from rasterio.windows import Window
 
 from samrs.utils.io import atomic_path
+
+# GDAL's and pyogrio's notes ("Created 16 records", harmless TIFF tag notices) are not a run's news
+for _name in ("rasterio", "pyogrio"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb")
@@ -279,9 +283,8 @@ def _quiet_writer(path: Path, height: int, width: int, count: int, dtype: np.dty
 
 def _describe(dst: rasterio.io.DatasetWriter, colormap: Sequence[Sequence[int]] | None,
               descriptions: Sequence[str] | None, scales: Sequence[float] | None) -> None:
-    if colormap is not None:
+    if colormap is not None:  # (makes the band's colour interpretation "palette")
         dst.write_colormap(1, {i: tuple(int(v) for v in c) + (255,) for i, c in enumerate(colormap)})
-        dst.colorinterp = [ColorInterp.palette]
     for band, text in enumerate(descriptions or (), start=1):
         dst.set_band_description(band, str(text))
     if scales is not None:

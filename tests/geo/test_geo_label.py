@@ -126,3 +126,22 @@ def test_work_items_bound_memory_by_tiles(geo_scenes):
     assert len(work) == 2 * -(-per_scene // 4) and all(len(w.offsets) <= 4 for w in work)
     assert sorted(o for w in work if w.item.name == "scene_000" for o in w.offsets) == sorted(TILING.windows(700, 600))
     assert work_items(source, items, type(TILING)(), 4) == [WorkItem(i) for i in items]  # untiled: one item each
+
+
+def test_generated_scenes_are_projected_16_bit_with_boxes_in_wgs84(geo_scenes):
+    boxes = gpd.read_file(geo_scenes / "boxes.geojson")
+    assert boxes.crs.to_epsg() == 4326 and set(boxes["scene"]) == {"scene_000", "scene_001"}
+    for path in sorted((geo_scenes / "images").glob("*.tif")):
+        with rasterio.open(path) as scene:
+            assert scene.crs.to_epsg() == 32633 and scene.count == 4 and scene.dtypes[0] == "uint16"
+            assert scene.nodata == 0 and [c.name for c in scene.colorinterp][:3] == ["blue", "green", "red"]
+            pixels, mask = scene.read(), scene.dataset_mask()
+            corner = np.add.outer(np.arange(scene.height) / scene.height, np.arange(scene.width) / scene.width) < 0.15
+            np.testing.assert_array_equal(mask == 0, corner)  # the nodata triangle, and only there
+            assert pixels[:, ~corner].min() >= 1 and pixels.max() < 4096
+            own = boxes[boxes["scene"] == path.stem].to_crs(scene.crs)
+            inverse = ~scene.transform
+            for geometry in own.geometry:  # back in pixels: inside the scene, to far below a pixel
+                coords = np.asarray(geometry.exterior.coords)
+                xs, ys = inverse @ (coords[:, 0], coords[:, 1])
+                assert xs.min() > -1e-6 and ys.min() > -1e-6 and xs.max() < scene.width and ys.max() < scene.height
