@@ -150,9 +150,13 @@ class SlidingWindow:
                 if on_windows is not None:
                     on_windows(len(state.lefts))
             frontier = min(s.done for s in states)
-            if frontier > emitted:
-                parts = [s.take(emitted, frontier) for s in states]
-                yield emitted, parts[0] if len(parts) == 1 else torch.stack(parts).mean(0)
+            if frontier > emitted and len(states) == 1:  # handed out as finished, in chunks of rows
+                for piece in states[0].take(emitted, frontier):
+                    yield emitted, piece
+                    emitted += piece.shape[1]
+            elif frontier > emitted:
+                parts = [torch.cat(s.take(emitted, frontier), dim=1) for s in states]
+                yield emitted, torch.stack(parts).mean(0)
                 emitted = frontier
 
     def _run_row(self, forward: Forward, read_rows: ReadRows, state: _PassState, height: int, width: int,
@@ -175,6 +179,9 @@ class SlidingWindow:
                 right = min(left + p.size, width)
                 state.add(out[i, :, : bottom - top, : right - left], top, left, width, device)
         state.next += 1
+
+
+_CHUNK = 64  # rows of finished averages handed out at a time
 
 
 def _padded(crop: torch.Tensor, size: int) -> torch.Tensor:
@@ -234,21 +241,30 @@ class _PassState:
             self.counts[ring, left:right] += 1
 
     def finish(self, row: int) -> None:
-        """Rows above `row` get no more windows: average them, set them aside, clear their ring rows."""
+        """Rows above `row` get no more windows: average them and set them aside in chunks of at
+        most _CHUNK rows (the band's averages never exist twice at once), clear their ring rows."""
         if row <= self.done:
             return
         if self.sums is not None:
             for ring, _ in self._segments(self.done, row):
-                self.finished.append(self.sums[:, ring] / self.counts[ring].clamp(min=1))
-                self.sums[:, ring] = 0
-                self.counts[ring] = 0
+                for start in range(ring.start, ring.stop, _CHUNK):
+                    rows = slice(start, min(start + _CHUNK, ring.stop))
+                    self.finished.append(self.sums[:, rows] / self.counts[rows].clamp(min=1))
+                    self.sums[:, rows] = 0
+                    self.counts[rows] = 0
         self.done = row
 
-    def take(self, start: int, stop: int) -> torch.Tensor:
-        """The finished rows [start, stop), handed out once."""
+    def take(self, start: int, stop: int) -> list[torch.Tensor]:
+        """The finished rows [start, stop) in their chunks, handed out once."""
         assert start == self.given and stop <= self.done
-        rows = torch.cat(self.finished, dim=1) if len(self.finished) > 1 else self.finished[0]
-        out, rest = rows[:, : stop - start], rows[:, stop - start :]
-        self.finished = [rest.clone()] if rest.shape[1] else []
+        out, count = [], 0
+        while count < stop - start:
+            piece = self.finished.pop(0)
+            need = stop - start - count
+            if piece.shape[1] > need:  # the rest waits for the next call
+                self.finished.insert(0, piece[:, need:].clone())
+                piece = piece[:, :need]
+            out.append(piece)
+            count += piece.shape[1]
         self.given = stop
         return out

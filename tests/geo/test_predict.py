@@ -27,14 +27,15 @@ from samrs.utils.io import read_label
 NET = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 5, 5, padding=2))
 
 
-@pytest.mark.parametrize("height,width,stride,flip,average", [
-    (70, 95, 20, False, "logits"), (70, 95, None, True, "probs"), (20, 95, 20, False, "logits"),
-    (70, 25, 20, True, "logits"), (32, 32, 32, False, "logits")])
-def test_rows_equal_whole_image_inference(height, width, stride, flip, average):
+@pytest.mark.parametrize("height,width,window,stride,flip,average", [
+    (70, 95, 32, 20, False, "logits"), (70, 95, 32, None, True, "probs"), (20, 95, 32, 20, False, "logits"),
+    (70, 25, 32, 20, True, "logits"), (32, 32, 32, 32, False, "logits"),
+    (230, 30, 100, 90, False, "logits")])  # bands of 90 rows handed out in chunks of 64
+def test_rows_equal_whole_image_inference(height, width, window, stride, flip, average):
     torch.manual_seed(0)
     net = NET.eval()
     image = torch.randn(1, 4, height, width)
-    windows = SlidingWindow(window=32, stride=stride, flip=flip, average=average, batch_size=3)
+    windows = SlidingWindow(window=window, stride=stride, flip=flip, average=average, batch_size=3)
     reads = []
 
     def read(top, bottom):
@@ -44,7 +45,8 @@ def test_rows_equal_whole_image_inference(height, width, stride, flip, average):
     bands = list(windows.rows(net, read, height, width))
     assert [top for top, _ in bands] == list(np.cumsum([0] + [b.shape[1] for _, b in bands[:-1]]))
     torch.testing.assert_close(torch.cat([b for _, b in bands], dim=1), windows(net, image)[0])
-    assert all(bottom - top <= 32 for top, bottom in reads)  # one band of windows at a time
+    assert all(bottom - top <= window for top, bottom in reads)  # one band of windows at a time
+    assert max(b.shape[1] for _, b in bands) <= 64
     assert len(reads) == len(windows.passes()[0].tops(height))
 
 
