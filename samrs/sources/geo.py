@@ -84,8 +84,9 @@ class GeoSource(Source):
         self.stretch = Stretch(**{k: tuple(v) if isinstance(v, list) else v for k, v in (stretch or {}).items()})
         self.min_box_area = min_box_area
         self.image_suffixes, self.vector_suffixes = tuple(image_suffixes), tuple(vector_suffixes)
+        vector_files = self._vector_files()  # a wrong path fails here, before any raster is read
         if classes is None:
-            classes = self._class_values()
+            classes = self._class_values(vector_files)
         self.classes = SubsetClasses(subset, tuple(str(c) for c in classes))
         self._infos: dict[str, RasterInfo] = {}
         self._features: dict[str, list] = {}
@@ -128,14 +129,14 @@ class GeoSource(Source):
                                     f"pattern with {{name}}")
         return [p for p in sorted(folder.iterdir()) if p.suffix.lower() in self.vector_suffixes]
 
-    def _class_values(self) -> list[str]:
-        """Every class value of the vector files, sorted (source.classes=null)."""
-        values = {str(v) for path in self._vector_files() for v in read_vector_classes(path, self.class_field)
-                  if v is not None}
+    def _class_values(self, files: list[Path]) -> list[str]:
+        """Every class value of the vector files, sorted (numbers by value; source.classes=null)."""
+        values = {v for path in files for v in read_vector_classes(path, self.class_field) if v is not None}
         if not values:
             raise ValueError(f"{self.vectors}: no feature with a {self.class_field!r} value; set source.class_field "
                              f"to the attribute that names the classes, or give source.classes")
-        return sorted(values)
+        numbers = all(isinstance(v, (int, float, np.number)) for v in values)
+        return [str(v) for v in sorted(values)] if numbers else sorted(str(v) for v in values)
 
     def info(self, path: str | Path) -> RasterInfo:
         key = str(path)

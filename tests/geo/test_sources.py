@@ -114,3 +114,30 @@ def test_source_configs_compose_and_build(overrides, geo_scenes, formats):
     source = instantiate(cfg.source)
     assert source.items(lambda p: None) and cfg.output_format == "auto" and cfg.output.bands == "rgb"
     assert (cfg.get("tiling") or {}).get("size") == (1024 if source.name == "geo" else None)
+
+
+def test_geo_vectors_per_image_with_numeric_classes(geo_scenes, tmp_path):
+    import geopandas as gpd
+
+    from samrs.sources.geo import GeoSource
+
+    boxes = gpd.read_file(geo_scenes / "boxes.geojson")
+    codes = {name: 3 + 7 * k for k, name in enumerate(sorted(set(boxes["class"])))}  # 3, 10, 17, ...
+    folder = tmp_path / "boxes"
+    folder.mkdir()
+    for scene, part in boxes.groupby("scene"):
+        part.assign(code=part["class"].map(codes))[["code", "geometry"]].to_file(folder / f"{scene}.gpkg")
+    source = GeoSource(geo_scenes / "images", f"{folder}/{{name}}.gpkg", class_field="code")
+    assert list(source.classes.names) == [str(c) for c in sorted(codes.values())]  # by value: 3, 10, 17
+    problems = []
+    items = source.items(problems.append)
+    assert [i.name for i in items] == ["scene_000", "scene_001"] and problems == []
+    record = source.read(items[0], problems.append)
+    assert {o.name for o in record.objects} <= {str(c) for c in codes.values()} and record.objects
+    (folder / "scene_001.gpkg").unlink()
+    problems = []
+    items = GeoSource(geo_scenes / "images", folder, class_field="code").items(problems.append)
+    assert [i.name for i in items] == ["scene_000"]
+    assert [(p.kind, Path(p.path).name) for p in problems] == [("missing_annotation", "scene_001.tif")]
+    with pytest.raises(FileNotFoundError, match="source.vectors"):
+        GeoSource(geo_scenes / "images", tmp_path / "nowhere", classes=["a"])
