@@ -67,6 +67,12 @@ def hbox_of(points: np.ndarray) -> np.ndarray:
     return np.array([p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()])
 
 
+def box_corners(hbox: np.ndarray) -> np.ndarray:
+    """(4, 2) corners of a horizontal box x_min, y_min, x_max, y_max."""
+    x0, y0, x1, y1 = np.asarray(hbox, dtype=np.float64)
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+
+
 def mask_hbox(mask: np.ndarray) -> np.ndarray:
     """(4,) pixel-edge box x_min, y_min, x_max, y_max of a non-empty boolean mask."""
     rows = np.flatnonzero(mask.any(axis=1))

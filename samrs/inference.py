@@ -19,8 +19,8 @@ pixel once, logits averaged. `protocol_label` names the protocol of a set of sco
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,7 @@ PROTOCOLS = {
     "official": {"val_mode": "tiles", "flip": True, "average": "probs", "absent_classes": "zero"},
     "sliding": {"val_mode": "whole", "flip": False, "average": "logits", "absent_classes": "skip"},
 }
+ReadRows = Callable[[int, int], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,166 @@ class SlidingWindow:
     def _as_average(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         return logits.softmax(dim=1) if self.average == "probs" else logits
+
+    # ---- whole scenes, a band of rows at a time (samrs.predict) --------------------------------
+
+    def passes(self) -> list[_Pass]:
+        """One pass per scale: windows of round(window / scale) image pixels every round(step / scale),
+        each resized to the model's window (scale 1: the windows of `__call__` exactly)."""
+        out = []
+        for scale in self.scales:
+            size = max(1, round(self.window / scale))
+            out.append(_Pass(scale, size, min(size, max(1, round(self.step / scale)))))
+        return out
+
+    def count_windows(self, height: int, width: int) -> int:
+        """Windows (forward passes of batch 1, flips aside) over a height x width image, all scales."""
+        return sum(len(p.tops(height)) * len(p.lefts(width)) for p in self.passes())
+
+    @torch.no_grad()
+    def rows(self, forward: Forward, read_rows: ReadRows, height: int, width: int,
+             on_windows: Callable[[int], None] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """Sliding-window inference over a height x width image that is never whole in memory.
+
+        `read_rows(top, bottom)` gives the image's rows [top, bottom) as a (C_in, rows, width) tensor;
+        yields (top, out) for consecutive bands of finished rows from the top, out (C, rows, width)
+        on `device` (default cpu): the logits (or probabilities) `__call__` gives for those rows at
+        scale 1, flips and averages included. Each scale is a pass of its own windows (`passes`), run
+        row of windows by row of windows, so memory holds one band of `window` rows per scale.
+        `on_windows(n)` is told of every n windows run (a progress bar)."""
+        device = torch.device(self.device or "cpu")
+        states = [_PassState(p, p.tops(height), p.lefts(width)) for p in self.passes()]
+        emitted = 0
+        while emitted < height:
+            state = min((s for s in states if s.next < len(s.tops)), key=lambda s: s.done, default=None)
+            if state is None:
+                for s in states:
+                    s.finish(height)
+            else:
+                self._run_row(forward, read_rows, state, height, width, device)
+                if state.next == len(state.tops):
+                    state.finish(height)
+                if on_windows is not None:
+                    on_windows(len(state.lefts))
+            frontier = min(s.done for s in states)
+            if frontier > emitted and len(states) == 1:  # handed out as finished, in chunks of rows
+                for piece in states[0].take(emitted, frontier):
+                    yield emitted, piece
+                    emitted += piece.shape[1]
+            elif frontier > emitted:
+                parts = [torch.cat(s.take(emitted, frontier), dim=1) for s in states]
+                yield emitted, torch.stack(parts).mean(0)
+                emitted = frontier
+
+    def _run_row(self, forward: Forward, read_rows: ReadRows, state: _PassState, height: int, width: int,
+                 device: torch.device) -> None:
+        """The next row of windows of one pass, added into its band."""
+        p, top = state.pass_, state.tops[state.next]
+        bottom = min(top + p.size, height)
+        state.finish(top)  # no later window reaches above `top`
+        pixels = read_rows(top, bottom)
+        for start in range(0, len(state.lefts), self.batch_size):
+            lefts = state.lefts[start:start + self.batch_size]
+            crops = torch.stack([_padded(pixels[:, :, left:left + p.size], p.size) for left in lefts])
+            if p.size != self.window:
+                crops = F.interpolate(crops, size=(self.window, self.window), mode="bilinear", align_corners=False)
+            out = self._window_outputs(forward, crops)
+            if p.size != self.window:
+                out = F.interpolate(out, size=(p.size, p.size), mode="bilinear", align_corners=False)
+            out = out.to(device)
+            for i, left in enumerate(lefts):
+                right = min(left + p.size, width)
+                state.add(out[i, :, : bottom - top, : right - left], top, left, width, device)
+        state.next += 1
+
+
+_CHUNK = 64  # rows of finished averages handed out at a time
+
+
+def _padded(crop: torch.Tensor, size: int) -> torch.Tensor:
+    """A (C, h, w) crop padded at the bottom/right to size x size with 0 (the mean after normalisation)."""
+    pad_h, pad_w = size - crop.shape[1], size - crop.shape[2]
+    return F.pad(crop, (0, pad_w, 0, pad_h)) if pad_h or pad_w else crop
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """The windows of one scale: `size` image pixels every `step`."""
+
+    scale: float
+    size: int
+    step: int
+
+    def tops(self, height: int) -> list[int]:
+        return [w.top for w in tile_windows(height, 1, self.size, self.step)]
+
+    def lefts(self, width: int) -> list[int]:
+        return [w.left for w in tile_windows(1, width, self.size, self.step)]
+
+
+@dataclass
+class _PassState:
+    """One pass under way: the sums and window counts of its open band of rows [done, done + size),
+    kept in a ring of `size` rows allocated once (image row r at r % size), and its finished rows
+    not yet handed out (from `given`)."""
+
+    pass_: _Pass
+    tops: list[int]
+    lefts: list[int]
+    next: int = 0  # the next row of windows to run
+    done: int = 0  # rows above are finished
+    given: int = 0
+    sums: torch.Tensor | None = None  # (C, size, W)
+    counts: torch.Tensor | None = None  # (size, W)
+    finished: list[torch.Tensor] = field(default_factory=list)  # rows [given, done), averaged
+
+    def _segments(self, start: int, stop: int) -> list[tuple[slice, slice]]:
+        """(rows of the ring, rows from `start`) holding image rows [start, stop), at most `size` of them."""
+        size = self.pass_.size
+        first = min(stop - start, size - start % size)
+        out = [(slice(start % size, start % size + first), slice(0, first))]
+        if stop - start > first:
+            out.append((slice(0, stop - start - first), slice(first, stop - start)))
+        return out
+
+    def add(self, out: torch.Tensor, top: int, left: int, width: int, device: torch.device) -> None:
+        """A window's (C, rows, cols) output at (top, left); top >= done."""
+        if self.sums is None:
+            self.sums = torch.zeros(out.shape[0], self.pass_.size, width, device=device)
+            self.counts = torch.zeros(self.pass_.size, width, device=device)
+        right = left + out.shape[2]
+        for ring, rows in self._segments(top, top + out.shape[1]):
+            self.sums[:, ring, left:right] += out[:, rows]
+            self.counts[ring, left:right] += 1
+
+    def finish(self, row: int) -> None:
+        """Rows above `row` get no more windows: average them and set them aside in chunks of at
+        most _CHUNK rows (the band's averages never exist twice at once), clear their ring rows."""
+        if row <= self.done:
+            return
+        if self.sums is not None:
+            for ring, _ in self._segments(self.done, row):
+                for start in range(ring.start, ring.stop, _CHUNK):
+                    rows = slice(start, min(start + _CHUNK, ring.stop))
+                    self.finished.append(self.sums[:, rows] / self.counts[rows].clamp(min=1))
+                    self.sums[:, rows] = 0
+                    self.counts[rows] = 0
+        self.done = row
+
+    def take(self, start: int, stop: int) -> list[torch.Tensor]:
+        """The finished rows [start, stop) in their chunks, handed out once."""
+        assert start == self.given and stop <= self.done
+        out, count = [], 0
+        while count < stop - start:
+            piece = self.finished.pop(0)
+            need = stop - start - count
+            if piece.shape[1] > need:  # the rest waits for the next call
+                self.finished.insert(0, piece[:, need:].clone())
+                piece = piece[:, :need]
+            out.append(piece)
+            count += piece.shape[1]
+        self.given = stop
+        return out
 
 
 def check_protocol(protocol: str, key: str = "evaluate.protocol") -> dict[str, Any]:

@@ -62,6 +62,9 @@ def label(cfg: DictConfig) -> dict[str, Any] | None:
         num_workers=cfg.num_workers,
         progress=cfg.progress,
         make_trainer=trainer_factory(cfg.trainer, labeler),
+        output_format=cfg.get("output_format", "png"),
+        output_bands=(cfg.get("output") or {}).get("bands", "rgb"),
+        tiles_per_item=cfg.get("tiles_per_item", 16),
     )
     if meta is not None and quality.get("enabled"):  # rank zero, once every rank has written
         if not meta["counts"]["images"]:

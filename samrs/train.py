@@ -56,10 +56,22 @@ def fill_heads_from_data(cfg: DictConfig, datamodule: Any) -> None:
                     f"model.net.heads={heads} does not match the data's subsets and class counts "
                     f"{datamodule.num_classes}; set model.net.heads=null to take them from the data"
                 )
+        fill_in_chans(net, getattr(datamodule, "in_chans", 3))
         if cfg.model.get("class_names") is None:
             cfg.model.class_names = datamodule.class_names
         if "metric_exclude" in cfg.model and cfg.model.metric_exclude is None:  # (the semantic task's)
             cfg.model.metric_exclude = datamodule.metric_exclude
+
+
+def fill_in_chans(net: DictConfig, in_chans: int) -> None:
+    """The backbone takes as many bands as the data has (data.bands); a given in_chans must agree."""
+    given = net.backbone.get("in_chans")
+    if given is None:
+        if in_chans != 3:
+            net.backbone.in_chans = in_chans
+    elif int(given) != in_chans:
+        raise ValueError(f"model.net.backbone.in_chans={given} but the data's images have {in_chans} bands "
+                         f"(data.bands); leave in_chans unset to take it from the data")
 
 
 def check_start(cfg: DictConfig) -> None:

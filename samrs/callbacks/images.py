@@ -18,9 +18,12 @@ from samrs.viz import overlay
 
 
 def to_uint8_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """Normalised (N, 3, H, W) float images back to (N, H, W, 3) uint8."""
-    mean_t = images.new_tensor(mean).view(1, 3, 1, 1)
-    std_t = images.new_tensor(std).view(1, 3, 1, 1)
+    """Normalised (N, C, H, W) float images back to (N, H, W, 3) uint8: their first three bands
+    (multispectral images), or their one band as grey."""
+    bands = [0, 0, 0] if images.shape[1] < 3 else [0, 1, 2]
+    images = images[:, bands]
+    mean_t = images.new_tensor([mean[b] for b in bands]).view(1, 3, 1, 1)
+    std_t = images.new_tensor([std[b] for b in bands]).view(1, 3, 1, 1)
     pixels = ((images.float() * std_t + mean_t) * 255).clamp(0, 255).round()
     return pixels.byte().permute(0, 2, 3, 1).cpu().numpy()
 

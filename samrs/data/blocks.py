@@ -12,6 +12,11 @@ a constant block (its value per channel): blank label blocks and black padding c
 Codecs: `png` (lossless, about the size of the source PNGs), `raw` (lossless, uncompressed, the
 fastest to read, about 1.7x the disk of PNG), `jpeg` (lossy, `quality`, a third of PNG's size).
 Labels are always PNG (or constant): they must stay exact.
+
+Images may have any number of bands, 8 or 16 bits (multispectral GeoTIFF subsets): the header
+records `channels` and `dtype` (absent: 3 and uint8, the files written before). PNG stores 1, 3 or
+4 bands as they are and other counts as the bands stacked vertically in one grey image, 16-bit
+included; JPEG takes 8-bit RGB only.
 """
 
 from __future__ import annotations
@@ -63,6 +68,14 @@ class BlockCodec:
         if self.block < 8:
             raise ConfigError(f"block side {self.block} is too small (use 64 to 256)")
 
+    def check_image(self, channels: int, dtype: np.dtype) -> None:
+        """Refuse images the codec cannot store exactly as configured."""
+        if np.dtype(dtype) not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+            raise ConfigError(f"the block cache stores 8- or 16-bit images, not {np.dtype(dtype)}")
+        if self.codec == "jpeg" and (channels != 3 or np.dtype(dtype) != np.uint8):
+            raise ConfigError(f"data.cache.codec=jpeg takes 8-bit RGB images, not {channels} bands of "
+                             f"{np.dtype(dtype)}: use png or raw")
+
     def encode(self, block: np.ndarray, plane: str) -> bytes:
         pixels = block.reshape(block.shape[0] * block.shape[1], -1)
         if (pixels == pixels[0]).all():
@@ -74,25 +87,36 @@ class BlockCodec:
             ok, data = cv2.imencode(".jpg", cv2.cvtColor(block, cv2.COLOR_RGB2BGR),
                                     [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         else:  # PNG stores the array as given; decoding gives the same channel order back
-            ok, data = cv2.imencode(".png", block, [cv2.IMWRITE_PNG_COMPRESSION, self.png_level])
+            ok, data = cv2.imencode(".png", _png_layout(block), [cv2.IMWRITE_PNG_COMPRESSION, self.png_level])
         if not ok:
             raise ValueError(f"OpenCV could not encode a {block.shape} block as {codec}")
         return data.tobytes()
+
+
+def _png_layout(block: np.ndarray) -> np.ndarray:
+    """A block as PNG can hold it: 1, 3 or 4 bands as they are, others stacked vertically."""
+    if block.ndim == 2 or block.shape[2] in (1, 3, 4):
+        return block
+    return np.ascontiguousarray(block.transpose(2, 0, 1)).reshape(-1, block.shape[1])
 
 
 def _shape(height: int, width: int, channels: int) -> tuple[int, ...]:
     return (height, width) if channels == 1 else (height, width, channels)
 
 
-def _decode(payload: bytes, codec: str, height: int, width: int, channels: int) -> np.ndarray:
+def _decode(payload: bytes, codec: str, height: int, width: int, channels: int,
+            dtype: np.dtype = np.dtype(np.uint8)) -> np.ndarray:
     shape = _shape(height, width, channels)
-    if len(payload) == channels:
-        return np.broadcast_to(np.frombuffer(payload, np.uint8), shape)
+    if len(payload) == channels * dtype.itemsize:
+        return np.broadcast_to(np.frombuffer(payload, dtype), shape)
     if codec == "raw":
-        return np.frombuffer(payload, np.uint8).reshape(shape)
+        return np.frombuffer(payload, dtype).reshape(shape)
     data = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)
-    if data is None or data.shape[:2] != (height, width):
+    stacked = channels not in (1, 3, 4)
+    if data is None or data.shape[:2] != ((channels * height, width) if stacked else (height, width)):
         raise OSError(f"corrupt {codec} block (expected {height}x{width})")
+    if stacked:
+        return data.reshape(channels, height, width).transpose(1, 2, 0)
     return cv2.cvtColor(data, cv2.COLOR_BGR2RGB) if codec == "jpeg" else data
 
 
@@ -103,8 +127,10 @@ def _blocks(height: int, width: int, side: int) -> tuple[int, int]:
 def write_block_file(
     path: str | os.PathLike, image: np.ndarray, label: np.ndarray, codec: BlockCodec, source: dict
 ) -> None:
-    """Encode `image` (H, W, 3) and `label` (H, W) into a block file at `path`, atomically."""
+    """Encode `image` (H, W, C), 8 or 16 bits, and `label` (H, W) into a block file at `path`, atomically."""
     height, width = label.shape
+    channels = image.shape[2] if image.ndim == 3 else 1
+    codec.check_image(channels, image.dtype)
     side = codec.block
     rows, cols = _blocks(height, width, side)
     planes = {"image": image, "label": label}
@@ -113,9 +139,10 @@ def write_block_file(
                 for r in range(rows) for c in range(cols)]
         for plane, array in planes.items()
     }
+    layout = {} if (channels, image.dtype) == (3, np.uint8) else {"channels": channels, "dtype": str(image.dtype)}
     header = json.dumps({
         "height": height, "width": width, "block": side,
-        "codecs": {"image": codec.codec, "label": "png"}, "source": source,
+        "codecs": {"image": codec.codec, "label": "png"}, "source": source, **layout,
     }).encode()
     start = _HEAD.size + len(header) + 2 * 8 * (rows * cols + 1)
     tables = []
@@ -147,6 +174,7 @@ class BlockFile:
             meta = json.loads(head[_HEAD.size:end])
             self.height, self.width, self.block = meta["height"], meta["width"], meta["block"]
             self.codecs, self.source = meta["codecs"], meta["source"]
+            self.channels, self.dtype = meta.get("channels", 3), np.dtype(meta.get("dtype", "uint8"))
             rows, self._cols = _blocks(self.height, self.width, self.block)
             n = rows * self._cols + 1
             f.seek(end)
@@ -170,14 +198,16 @@ class BlockFile:
             raise ValueError(f"{self.path}: window {tuple(window)} outside the {self.height}x{self.width} image")
         fd = os.open(self.path, os.O_RDONLY)
         try:
-            return [self._plane(fd, plane, 3 if plane == "image" else 1, window) for plane in planes]
+            return [self._plane(fd, "image", self.channels, window, self.dtype) if plane == "image"
+                    else self._plane(fd, plane, 1, window) for plane in planes]
         finally:
             os.close(fd)
 
-    def _plane(self, fd: int, plane: str, channels: int, window: Window) -> np.ndarray:
+    def _plane(self, fd: int, plane: str, channels: int, window: Window,
+               dtype: np.dtype = np.dtype(np.uint8)) -> np.ndarray:
         top, bottom, left, right = window
         side, offsets, codec = self.block, self._offsets[plane], self.codecs[plane]
-        out = np.empty(_shape(bottom - top, right - left, channels), np.uint8)
+        out = np.empty(_shape(bottom - top, right - left, channels), dtype)
         c0, c1 = left // side, (right - 1) // side
         for r in range(top // side, (bottom - 1) // side + 1):
             first, last = r * self._cols + c0, r * self._cols + c1
@@ -188,7 +218,7 @@ class BlockFile:
                 a = int(offsets[r * self._cols + c] - offsets[first])
                 b = int(offsets[r * self._cols + c + 1] - offsets[first])
                 x0, x1 = c * side, min((c + 1) * side, self.width)
-                block = _decode(row[a:b], codec, y1 - y0, x1 - x0, channels)
+                block = _decode(row[a:b], codec, y1 - y0, x1 - x0, channels, dtype)
                 ys, ye = max(top, y0), min(bottom, y1)
                 xs, xe = max(left, x0), min(right, x1)
                 out[ys - top:ye - top, xs - left:xe - left] = block[ys - y0:ye - y0, xs - x0:xe - x0]

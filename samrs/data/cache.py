@@ -24,9 +24,9 @@ from rich.progress import track
 
 from samrs.data.blocks import BlockCodec, BlockFile, write_block_file
 from samrs.data.layout import SubsetLayout
-from samrs.data.readers import BlockReader, LabelReader, load_pair
+from samrs.data.readers import BlockReader, ImageReader, LabelReader, load_pair
 from samrs.sources.base import BadInputError, Problem
-from samrs.utils.io import read_label, write_json
+from samrs.utils.io import read_label, read_rgb, write_json
 from samrs.utils.logging import get_logger
 from samrs.utils.workers import WorkerInit
 
@@ -53,12 +53,14 @@ class SubsetCache:
     num_classes: int
     codec: BlockCodec
     read_labels: LabelReader = read_label
+    read_image: ImageReader = read_rgb
 
     @classmethod
     def create(cls, cache_dir: str | Path, subset: str, root: str | Path, layout: SubsetLayout,
-               num_classes: int, codec: BlockCodec, read_labels: LabelReader = read_label) -> SubsetCache:
+               num_classes: int, codec: BlockCodec, read_labels: LabelReader = read_label,
+               read_image: ImageReader = read_rgb) -> SubsetCache:
         """One cache directory per (subset, resolved root, file folders, prefixes and suffixes, label
-        coding): two roots never share blocks, and other split files reuse the same blocks."""
+        coding, image bands): two roots never share blocks, and other split files reuse the same blocks."""
         root = Path(root).resolve()
         files = [layout.image_dir, layout.label_dir, layout.image_suffix, layout.label_suffix]
         prefixes = [layout.image_prefix, layout.label_prefix]
@@ -68,9 +70,11 @@ class SubsetCache:
         extra += [["subdirs", *subdirs]] if any(subdirs) else []
         labels = getattr(read_labels, "key", None)
         extra += [labels] if labels is not None else []
+        bands = getattr(read_image, "key", None)
+        extra += [bands] if bands is not None else []
         key = hashlib.sha1(json.dumps([str(root), *files, *extra]).encode())
         return cls(Path(cache_dir) / f"{subset}-{key.hexdigest()[:10]}", root, layout, num_classes, codec,
-                   read_labels)
+                   read_labels, read_image)
 
     @property
     def reader(self) -> BlockReader:
@@ -81,7 +85,8 @@ class SubsetCache:
                  "label": _stamp(self.layout.label_path(self.root, name)),
                  "codec": asdict(self.codec)}
         labels = getattr(self.read_labels, "key", None)
-        return stamp if labels is None else {**stamp, "labels": labels}
+        bands = getattr(self.read_image, "key", None)
+        return {**stamp, **({} if labels is None else {"labels": labels}), **({} if bands is None else {"bands": bands})}
 
     def manifest(self) -> dict[str, dict[str, Any]]:
         """name -> {"stamp", "shape"} or {"stamp", "problem"}; empty before the first build."""
@@ -124,7 +129,8 @@ class SubsetCache:
         except (OSError, ValueError, KeyError):
             pass  # absent, stale or damaged: rebuild it
         try:
-            image, label = load_pair(self.root, self.layout, name, self.num_classes, self.read_labels)
+            image, label = load_pair(self.root, self.layout, name, self.num_classes, self.read_labels,
+                                     self.read_image)
         except BadInputError as err:
             target.unlink(missing_ok=True)
             return name, {"stamp": stamp, "problem": err.problem.to_dict()}

@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import lightning as L
 import torch
@@ -36,10 +36,11 @@ from samrs.data.blocks import BlockCodec
 from samrs.data.cache import SubsetCache, problems_of
 from samrs.data.dataset import MultiSubsetDataset, SegmentationDataset
 from samrs.data.layout import SubsetLayout, missing_files
-from samrs.data.readers import FileReader
+from samrs.data.readers import BandReader, FileReader
 from samrs.data.transforms import train_transform, val_transform, whole_transform
 from samrs.errors import BadFileError, ConfigError
 from samrs.sources.base import Problem
+from samrs.utils.io import read_rgb
 from samrs.utils.logging import get_logger
 from samrs.utils.workers import WorkerInit
 
@@ -82,6 +83,12 @@ class SAMRSDataModule(L.LightningDataModule):
     "tiles" on the tiles of the split as cut (the official test protocol): a SAMRS subset's images
     are its tiles already, so here it is "whole"; the fine-tuning datasets cut their scenes.
     `val_split`: the split validated on (samrs.evaluate split=...).
+    `bands`: multispectral subsets (GeoTIFFs written with output.bands=all): N for their first N
+    bands, or a list of 1-based band indexes, read in their data type (8 or 16 bits) into the
+    cache and the transforms (`max_pixel_value`: what maps to 1 before normalisation; None: the data
+    type's maximum); the model's backbone then takes `in_chans` = that many bands. None: 8-bit RGB.
+    A subset's `classes` may be a class-list name, a list of names, or null for the list in its
+    meta.json (a subset samrs labeled from your own classes).
     """
 
     def __init__(
@@ -100,9 +107,11 @@ class SAMRSDataModule(L.LightningDataModule):
         cache: Mapping[str, Any] | None = None,
         train_transform: Mapping[str, Any] | None = None,
         val_transform: Mapping[str, Any] | None = None,
-        generate: Mapping[str, Any] | None = None,
+        generate: Mapping[str, Any] | Callable[..., Any] | None = None,
         val_mode: str = "crop",
         val_split: str = "val",
+        bands: int | Sequence[int] | None = None,
+        max_pixel_value: float | None = None,
     ) -> None:
         super().__init__()
         # A subset set to null is left out (data.subsets.sior=null trains without SIOR).
@@ -131,6 +140,11 @@ class SAMRSDataModule(L.LightningDataModule):
         cache_workers = cache_cfg.pop("workers", None)
         self.cache_workers = num_workers if cache_workers is None else cache_workers
         self.codec = BlockCodec(**cache_cfg)
+        self.read_image = read_rgb if bands is None else BandReader(_plain(bands))
+        self.channels = None if bands is None else self.read_image.channels
+        self.max_pixel_value = max_pixel_value
+        if self.channels is not None and self.codec.codec == "jpeg":
+            raise ValueError("data.cache.codec=jpeg keeps 8-bit RGB only; multispectral data (data.bands) needs png or raw")
         self.train_transform_cfg = dict(_plain(train_transform) or {})
         self.val_transform_cfg = dict(_plain(val_transform) or {})
         self.generate = _plain(generate)
@@ -147,7 +161,33 @@ class SAMRSDataModule(L.LightningDataModule):
         return list(self.subsets)
 
     def classes_of(self, subset: str) -> SubsetClasses:
-        return subset_classes(self.subsets[subset].get("classes", subset))
+        spec = self.subsets[subset].get("classes", subset)
+        if spec is None:
+            return self._meta_classes(subset)
+        if isinstance(spec, (list, tuple)):
+            return SubsetClasses(subset, tuple(str(n) for n in spec))
+        return subset_classes(spec)
+
+    def _meta_classes(self, subset: str) -> SubsetClasses:
+        """The class list (and palette) of the subset's meta.json (data.subsets.<subset>.classes=null)."""
+        path = self.root_of(subset) / "meta.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; data.subsets.{subset}.classes=null takes the class list from "
+                                    f"the meta.json samrs.label writes: point the subset's root at a labeled subset, "
+                                    f"or give its classes")
+        meta = json.loads(path.read_text())
+        return SubsetClasses(subset, tuple(meta["classes"]), tuple(tuple(c) for c in meta.get("palette") or ()))
+
+    @property
+    def in_chans(self) -> int:
+        """Bands of an image: what the backbone takes."""
+        return 3 if self.channels is None else self.channels
+
+    def _image_options(self) -> dict[str, Any]:
+        """What the transforms need to know of multispectral images (nothing for 8-bit RGB)."""
+        if self.channels is None:
+            return {}
+        return {"channels": self.channels, "max_pixel_value": self.max_pixel_value}
 
     @property
     def num_classes(self) -> dict[str, int]:
@@ -171,11 +211,14 @@ class SAMRSDataModule(L.LightningDataModule):
         if self.cache_dir is None:
             return None
         return SubsetCache.create(self.cache_dir, subset, self.root_of(subset), self.layouts[subset],
-                                  self.classes_of(subset).num_classes, self.codec)
+                                  self.classes_of(subset).num_classes, self.codec, read_image=self.read_image)
 
     def prepare_data(self) -> None:
         """Write the demo scenes (when configured) and bring each subset's block cache up to date."""
-        if self.generate:
+        if callable(self.generate):  # a writer of its own (generated GeoTIFF subsets): called with each root
+            for spec in self.subsets.values():
+                self.generate(spec["root"])
+        elif self.generate:
             from samrs.scenes.subset import write_generated_subset
 
             for name, spec in self.subsets.items():
@@ -202,7 +245,8 @@ class SAMRSDataModule(L.LightningDataModule):
             return
         meta = json.loads(meta_path.read_text())
         listed = meta.get("classes")
-        expected = list(self.classes_of(subset).names)
+        # classes: null takes meta.json's own list, which then agrees by definition
+        expected = list(self.classes_of(subset).names) if self.subsets[subset].get("classes", subset) else listed
         if listed is not None and listed != expected:
             raise ConfigError(
                 f"{meta_path}: lists {len(listed)} classes ({', '.join(listed[:3])}, ...) but data.subsets."
@@ -236,7 +280,7 @@ class SAMRSDataModule(L.LightningDataModule):
         if cache is None:
             self._check_meta(subset)
             problems = missing_files(root, layout, names)
-            reader = FileReader(root, layout, self.classes_of(subset).num_classes)
+            reader = FileReader(root, layout, self.classes_of(subset).num_classes, read_image=self.read_image)
         else:
             problems = self._cached_problems(cache, subset, split, names)
             reader = cache.reader
@@ -273,14 +317,15 @@ class SAMRSDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", None) and not self.train_sets:
-            tf = train_transform(**self.train_transform_cfg)
+            tf = train_transform(**self.train_transform_cfg, **self._image_options())
             self.train_sets = {k: self._dataset(k, "train", tf) for k in self.subsets}
             self._split_batch()
         if stage in ("fit", "validate", None) and not self.val_sets:
             if self.val_mode in ("whole", "tiles"):
-                tf = whole_transform(**{k: v for k, v in self.val_transform_cfg.items() if k in ("mean", "std")})
+                tf = whole_transform(**{k: v for k, v in self.val_transform_cfg.items() if k in ("mean", "std")},
+                                     **self._image_options())
             else:
-                tf = val_transform(**self.val_transform_cfg)
+                tf = val_transform(**self.val_transform_cfg, **self._image_options())
             self.val_sets = {k: self._dataset(k, self.val_split, tf) for k in self.subsets}
 
     # ---- loaders ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -19,6 +19,26 @@ from samrs.sources.base import BadInputError, Problem
 from samrs.utils.io import read_label, read_rgb
 
 LabelReader = Callable[[Path], np.ndarray]
+ImageReader = Callable[[Path], np.ndarray]
+
+
+class BandReader:
+    """Reads the bands of multispectral images (a GeoTIFF subset written with output.bands=all) in
+    their data type: `bands` N for the first N, or a list of 1-based band indexes (data.bands).
+    `key`: what the block cache stamps the images with, so other bands are never mixed up."""
+
+    def __init__(self, bands: int | Sequence[int]) -> None:
+        self.bands = bands if isinstance(bands, int) else [int(b) for b in bands]
+        self.key = {"bands": self.bands}
+
+    @property
+    def channels(self) -> int:
+        return self.bands if isinstance(self.bands, int) else len(self.bands)
+
+    def __call__(self, path: Path) -> np.ndarray:
+        from samrs.utils.geo import read_raster
+
+        return read_raster(path, self.bands)
 
 
 class ArraySample:
@@ -34,11 +54,11 @@ class ArraySample:
 
 
 def load_pair(root: Path, layout: SubsetLayout, name: str, num_classes: int,
-              read_labels: LabelReader = read_label) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one image and its label (class ids, by `read_labels`); BadInputError naming the file
-    when either is unusable."""
+              read_labels: LabelReader = read_label, read_image: ImageReader = read_rgb) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one image (by `read_image`: 8-bit RGB, or a BandReader's bands) and its label (class
+    ids, by `read_labels`); BadInputError naming the file when either is unusable."""
     image_path, label_path = layout.image_path(root, name), layout.label_path(root, name)
-    image = _decode(image_path, read_rgb, "image", name)
+    image = _decode(image_path, read_image, "image", name)
     label = _decode(label_path, read_labels, "label", name)
     problem = pair_problem(image_path, label_path, image, label, num_classes)
     if problem is not None:
@@ -62,11 +82,13 @@ class FileReader:
     """Reads the subset's own files: a full decode per sample (the uncached, checked path)."""
 
     def __init__(self, root: str | Path, layout: SubsetLayout, num_classes: int,
-                 read_labels: LabelReader = read_label) -> None:
+                 read_labels: LabelReader = read_label, read_image: ImageReader = read_rgb) -> None:
         self.root, self.layout, self.num_classes, self.read_labels = Path(root), layout, num_classes, read_labels
+        self.read_image = read_image
 
     def open(self, name: str) -> ArraySample:
-        return ArraySample(*load_pair(self.root, self.layout, name, self.num_classes, self.read_labels))
+        return ArraySample(*load_pair(self.root, self.layout, name, self.num_classes, self.read_labels,
+                                      self.read_image))
 
 
 class BlockReader:

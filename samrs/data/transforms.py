@@ -14,6 +14,12 @@ albumentations' RandomScale + PadIfNeeded + RandomCrop would, then resamples onl
 pixels under the crop in one affine warp, so it never decodes or resizes the rest of the tile.
 `WholeImage` runs a plain albumentations pipeline on the full image (the naive reference, and the
 way to run any other albumentations recipe).
+
+Multispectral images (`channels` bands of 8 or 16 bits, data.bands) first become floats in [0, 1]
+(divided by `max_pixel_value`, default the data type's maximum); of the colour steps only those that
+mean something for any band take part (`band_color_ops`): brightness and contrast (one factor for
+all bands) and gamma. Saturation and hue are RGB notions and are left out. `mean` and `std` then have one value per band,
+in that [0, 1] scale.
 """
 
 from __future__ import annotations
@@ -85,17 +91,52 @@ def crop_ops(
     rotate90: float = 0.5,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    channels: int | None = None,
+    max_pixel_value: float | None = None,
     **color: Any,
 ) -> list[A.BasicTransform]:
-    """What follows the crop: flips, rot90, the colour steps (`color_ops`), normalisation, tensors."""
+    """What follows the crop: flips, rot90, the colour steps (`color_ops`), normalisation, tensors.
+    `channels`: multispectral images of that many bands (module docstring); None: 8-bit RGB."""
+    flips = [A.HorizontalFlip(p=hflip), A.VerticalFlip(p=vflip), A.RandomRotate90(p=rotate90)]
+    if channels is None:
+        return [*flips, *color_ops(**color), *normalize_ops(mean, std)]
     return [
-        A.HorizontalFlip(p=hflip),
-        A.VerticalFlip(p=vflip),
-        A.RandomRotate90(p=rotate90),
-        *color_ops(**color),
-        A.Normalize(mean=mean, std=std),
-        ToTensorV2(),
+        *flips,
+        A.ToFloat(max_value=max_pixel_value),
+        *band_color_ops(**color),
+        *normalize_ops(mean, std, channels, max_pixel_value)[1:],
     ]
+
+
+def band_color_ops(color: str = "oneof", color_p: float = 0.3, color_jitter: float = 0.5,
+                   jitter: Sequence[float] = (0.2, 0.2, 0.2, 0.05), gamma: float = 0.5,
+                   gamma_limit: Sequence[float] = (80, 120)) -> list[A.BasicTransform]:
+    """`color_ops` for any number of bands in [0, 1]: the same choices without saturation and hue
+    (RGB notions): `oneof` draws one of contrast, gamma or brightness, `separate` applies brightness
+    and contrast (`jitter`'s first two) then gamma."""
+    _choice("data.train_transform.color", color, COLORS)
+    if color == "none":
+        return []
+    if color == "separate":
+        return [A.RandomBrightnessContrast(brightness_limit=jitter[0], contrast_limit=jitter[1], p=color_jitter),
+                A.RandomGamma(gamma_limit=tuple(gamma_limit), p=gamma)]
+    return [A.OneOf([
+        A.RandomBrightnessContrast(brightness_limit=0.0, contrast_limit=0.2, p=0.5),
+        A.RandomGamma(gamma_limit=(80, 120), p=0.5),
+        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.0, p=0.5),
+    ], p=color_p)]
+
+
+def normalize_ops(mean: Sequence[float], std: Sequence[float], channels: int | None = None,
+                  max_pixel_value: float | None = None) -> list[A.BasicTransform]:
+    """Normalisation and tensors: 8-bit RGB by `mean` and `std` in [0, 1] units (albumentations'
+    default), or `channels` bands scaled to [0, 1] by `max_pixel_value` (None: the data type's maximum)."""
+    if channels is None:
+        return [A.Normalize(mean=mean, std=std), ToTensorV2()]
+    if len(mean) != channels or len(std) != channels:
+        raise ConfigError(f"{channels} bands need {channels} values of mean and std (data.*_transform.mean/std), "
+                          f"got {len(mean)} and {len(std)}")
+    return [A.ToFloat(max_value=max_pixel_value), A.Normalize(mean=mean, std=std, max_pixel_value=1.0), ToTensorV2()]
 
 
 def _pad(size: int, position: str = "center") -> A.PadIfNeeded:
@@ -282,21 +323,23 @@ def train_transform(
     ])
 
 
-def whole_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> WindowTransform:
+def whole_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                    channels: int | None = None, max_pixel_value: float | None = None) -> WindowTransform:
     """The whole image, normalised: validation and evaluation by sliding windows (samrs.inference)."""
-    return WholeImage([A.Normalize(mean=mean, std=std), ToTensorV2()])
+    return WholeImage(normalize_ops(mean, std, channels, max_pixel_value))
 
 
 def val_transform(
     crop_size: int = 512, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-    window_first: bool = True, resize: int | None = None,
+    window_first: bool = True, resize: int | None = None, channels: int | None = None,
+    max_pixel_value: float | None = None,
 ) -> WindowTransform:
     """Centre crop of `crop_size` (paper A.5: 512x512 centre crops of the validation split).
 
     `resize`: the whole image resized to resize x resize instead (bilinear; labels nearest), the
     official val transform's `A.Resize(IMAGE_SIZE, IMAGE_SIZE)`: the paper's "224-resize validation"
-    of InternImage (Table 9) is `resize=224`."""
-    ops = [A.Normalize(mean=mean, std=std), ToTensorV2()]
+    of InternImage (Table 9) is `resize=224`. `channels`, `max_pixel_value`: multispectral images."""
+    ops = normalize_ops(mean, std, channels, max_pixel_value)
     if resize:
         return WholeImage([A.Resize(resize, resize, interpolation=cv2.INTER_LINEAR,
                                     mask_interpolation=cv2.INTER_NEAREST), *ops])

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from samrs.geometry import hbox_of, rasterize_polygon
+from samrs.geometry import box_corners, hbox_of, rasterize_polygon
 from samrs.labeling.base import InstanceMask
 from samrs.sources.records import ImageRecord, ObjectRecord
 
@@ -31,12 +31,6 @@ def polygon_instance(
     if not mask.any():
         return None
     return InstanceMask(mask, x0, y0, object_index, class_id, prompt=prompt)
-
-
-def box_corners(hbox: np.ndarray) -> np.ndarray:
-    """(4, 2) corners of a horizontal box x_min, y_min, x_max, y_max."""
-    x0, y0, x1, y1 = np.asarray(hbox, dtype=np.float64)
-    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
 
 
 class _FillLabeler(ABC):

@@ -13,6 +13,10 @@
 
 Both write the same files: item order, batches and the writer are shared; the loop only decides
 where the work runs.
+
+A windowed source (GeoTIFF scenes, samrs.sources.geo) is split finer: an item is a run of at most
+`tiles_per_item` tiles of one scene (`WorkItem`), each tile read on its own, so memory grows with
+the tile size and never with the scene's.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import os
 import sys
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -82,6 +86,35 @@ class LabelBatch:
         return next((item.fatal for item in self.items if item.fatal is not None), None)
 
 
+@dataclass(frozen=True)
+class WorkItem:
+    """One item of the label job: a source image, or (windowed sources) the run of its tiles at
+    `offsets`, part `part` of the image."""
+
+    item: SourceItem
+    offsets: tuple[tuple[int, int], ...] | None = None
+    part: int = 0
+
+    @property
+    def key(self) -> str:
+        """The name the item's problems are stored under."""
+        return self.item.name if self.offsets is None else f"{self.item.name}@{self.part:05d}"
+
+
+def work_items(source: Source, items: Sequence[SourceItem], tiling: Tiling, tiles_per_item: int) -> list[WorkItem]:
+    """The job's items: each source image, or for a windowed source runs of `tiles_per_item` tiles."""
+    if not source.windowed or tiling.size is None:
+        return [WorkItem(item) for item in items]
+    if tiles_per_item < 1:
+        raise UsageError(f"tiles_per_item={tiles_per_item}: give 1 or more")
+    out = []
+    for item in items:
+        offsets = tiling.windows(*source.image_size(item))
+        out += [WorkItem(item, tuple(offsets[start:start + tiles_per_item]), part)
+                for part, start in enumerate(range(0, len(offsets), tiles_per_item))]
+    return out
+
+
 def has_objects(record: ImageRecord) -> bool:
     """Whether the record holds an object of a known class (something a labeler can paint)."""
     return any(obj.class_id is not None for obj in record.objects)
@@ -99,7 +132,7 @@ class LabelDataset:
     def __init__(
         self,
         source: Source,
-        items: Sequence[SourceItem],
+        items: Sequence[SourceItem | WorkItem],
         tiling: Tiling,
         writer: SubsetWriter,
         keep_empty: bool = True,
@@ -107,12 +140,13 @@ class LabelDataset:
         length: int = 0,
     ) -> None:
         self.source = source
-        self.items = list(items)
+        self.items = [item if isinstance(item, WorkItem) else WorkItem(item) for item in items]
         self.length = max(length, len(self.items))
         self.tiling = tiling
         self.writer = writer
         self.keep_empty = keep_empty
         self.strict = strict
+        self.all_bands = writer.bands == "all"
 
     def __len__(self) -> int:
         return self.length
@@ -120,22 +154,23 @@ class LabelDataset:
     def __getitem__(self, index: int) -> ItemResult:
         if index >= len(self.items):
             return ItemResult(None)
-        item = self.items[index]
-        result = ItemResult(item.name)
+        work = self.items[index]
+        result = ItemResult(work.key)
         report = raise_problem if self.strict else result.problems.append
         try:
-            result.pairs = self._load(item, result.problems, report)
+            result.pairs = self._load(work, result.problems, report)
         except BadInputError as err:
             result.fatal = err.problem
         return result
 
-    def _load(self, item: SourceItem, problems: list[Problem], report: Callable[[Problem], None]) -> list:
+    def _load(self, work: WorkItem, problems: list[Problem], report: Callable[[Problem], None]) -> list:
+        item = work.item
         record = self.source.read(item, report)
         if record is None:
             return []
         record.extras["source_split"] = item.split  # tiles inherit it: the writer keeps test images apart
         pending = []
-        for tile in self.tiling.tile(record):
+        for tile in self.tiling.tile(record, work.offsets):
             empty = not has_objects(tile)
             keep = self.keep_empty or not empty
             if empty:  # not bad input: counted, never fatal in strict mode
@@ -145,8 +180,22 @@ class LabelDataset:
                 pending.append(tile)
         if not pending or record.image_path is None:  # a missing image is the reader's to report
             return []
+        if self.source.windowed:
+            pairs = (self._window(record, tile, report) for tile in pending)
+            return [pair for pair in pairs if pair is not None]
         image = self._decode(record, report)
         return [] if image is None else [(self.tiling.crop(image, tile), tile) for tile in pending]
+
+    def _window(self, record: ImageRecord, tile: ImageRecord, report: Callable[[Problem], None]) -> tuple | None:
+        """One tile of a windowed source, read on its own; its valid mask and (output.bands=all)
+        every band travel in the tile's extras to the writer."""
+        try:
+            pixels = self.source.read_window(record, tile.offset[0], tile.offset[1], tile.width, tile.height,
+                                             self.tiling.pad_value, self.all_bands)
+        except Exception as err:  # a corrupt block, a vanished file: that tile is skipped, reported
+            report(Problem(str(record.image_path), None, "unreadable_image", f"{tile.name}: cannot read the window ({err})"))
+            return None
+        return pixels.rgb, replace(tile, extras={**tile.extras, "valid": pixels.valid, "bands": pixels.bands})
 
     def _decode(self, record: ImageRecord, report: Callable[[Problem], None]) -> np.ndarray | None:
         path = str(record.image_path)
@@ -189,10 +238,12 @@ def dropped_problems(record: ImageRecord, masks: Sequence[InstanceMask]) -> list
 
 
 def write_labeled(writer: SubsetWriter, image: np.ndarray, record: ImageRecord, masks: Sequence[InstanceMask]) -> None:
-    """One labeled image with its rotated boxes, truncation flags and place in the source image; masks
-    the labeler dropped are left out."""
+    """One labeled image with its rotated boxes, truncation flags and place in the source image (and,
+    from a windowed source, its georeferencing, valid pixels and bands); masks the labeler dropped
+    are left out."""
     masks = [m for m in masks if not m.dropped]
     objects = [record.objects[m.object_index] for m in masks]
+    georef = record.extras.get("georef")
     writer.write(
         record.name,
         image,
@@ -201,6 +252,9 @@ def write_labeled(writer: SubsetWriter, image: np.ndarray, record: ImageRecord, 
         image_extras={"source_image": record.extras.get("source_name", record.name), "offset": list(record.offset),
                       "source_split": record.extras.get("source_split")},
         annotation_extras=[{"truncated": bool(o.truncated), "difficult": int(o.difficult)} for o in objects],
+        georef=None if georef is None else georef.shifted(*record.offset),
+        valid=record.extras.get("valid"),
+        bands=record.extras.get("bands"),
     )
 
 
@@ -215,10 +269,13 @@ class LabelRun:
         listing_problems: Sequence[Problem],
         meta: dict[str, Any],
         strict: bool,
+        work_keys: Sequence[str] | None = None,
     ) -> None:
         self.writer = writer
         self.store = ProblemStore(writer.root)
-        self.item_names = [item.name for item in items]
+        # the keys problems are stored under: the job's items (WorkItem.key), by default the images
+        self.item_names = list(work_keys) if work_keys is not None else [item.name for item in items]
+        self.source_items = len(items)
         self.source_splits = {item.name: item.split for item in items}
         self.listing_problems = list(listing_problems)
         self.meta = meta
@@ -240,7 +297,7 @@ class LabelRun:
         """Merge the subset, write report.json, print the summary; returns meta.json's content."""
         meta = self.writer.finalize({**self.meta, **labeler}, self.source_splits)
         problems = self.listing_problems + self.store.load(self.item_names)
-        report = make_report(problems, meta["counts"], len(self.item_names), self.strict)
+        report = make_report(problems, meta["counts"], self.source_items, self.strict)
         write_json(self.writer.root / "report.json", report)
         print(summary(report, meta, self.writer.root))  # not logged: spawned DDP ranks lack Hydra's logging
         if not meta["counts"]["images"]:
@@ -309,16 +366,24 @@ def run_labeling(
     num_workers: int = 0,
     progress: bool = True,
     make_trainer: Callable[..., Any] | None = None,
+    output_format: str = "png",
+    output_bands: str = "rgb",
+    tiles_per_item: int = 16,
 ) -> dict[str, Any] | None:
     """Label every image of `source` into a subset at `output_dir`, resuming what is there.
 
     `make_trainer(callbacks=..., logger=..., enable_progress_bar=...)` builds the Lightning Trainer
     (devices, strategy) of a predict loop; None runs a model-free labeler in this process (its
-    workers read and decode) and a torch-module labeler in a default Trainer. Returns meta.json's
-    content on rank zero, None on other ranks.
+    workers read and decode) and a torch-module labeler in a default Trainer. `output_format`: png,
+    geotiff, or auto (geotiff when the source's images have a CRS); `output_bands`: rgb (what the
+    labeler saw) or all (a windowed source's every band); `tiles_per_item`: tiles of a windowed
+    source read per item. Returns meta.json's content on rank zero, None on other ranks.
     """
     if overlap not in POLICIES:
         raise UsageError(f"overlap={overlap!r}: choose one of {', '.join(POLICIES)}")
+    if output_bands == "all" and not source.windowed:
+        raise UsageError(f"output.bands=all: source {source.name} gives 8-bit RGB images only; every band of a "
+                         "raster is kept with source=geo")
     if make_trainer is None and needs_device(labeler):
         import lightning as L
 
@@ -330,26 +395,37 @@ def run_labeling(
         rank_zero = rank_zero_only.rank == 0
     root = Path(output_dir)
     tiling = tiling or Tiling()
-    writer = SubsetWriter(root, source.classes, overlap=overlap, write_color=write_color, val_fraction=val_fraction)
-    deciding = {k: v for k, v in labeler_meta(labeler).items() if k not in NOT_DECIDING}
-    settings = {"source": source.name, "subset": source.classes.name, **deciding, "tiling": asdict(tiling),
-                "overlap": overlap, "write_color": write_color}
-    meta = {"source": source.name, "source_root": str(source.root), "tiling": asdict(tiling),
-            "keep_empty": keep_empty}
     listing_problems: list[Problem] = []
     items = source.items(raise_problem if strict else listing_problems.append)
+    if output_format == "auto":  # known once the source has looked at its images
+        output_format = "geotiff" if source.georeferenced else "png"
+    try:
+        writer = SubsetWriter(root, source.classes, overlap=overlap, write_color=write_color,
+                              val_fraction=val_fraction, format=output_format, bands=output_bands)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    deciding = {k: v for k, v in labeler_meta(labeler).items() if k not in NOT_DECIDING}
+    described = source.describe() if hasattr(source, "describe") else {}
+    settings = {"source": source.name, "subset": source.classes.name, **deciding, "tiling": asdict(tiling),
+                "overlap": overlap, "write_color": write_color}
+    if (output_format, output_bands) != ("png", "rgb") or described:  # (earlier runs' files lack them)
+        deciding_source = {k: v for k, v in described.items() if k not in ("images", "vectors")}  # data may move
+        settings.update(output_format=output_format, output_bands=output_bands, source_settings=deciding_source)
+    meta = {"source": source.name, "source_root": str(source.root), "tiling": asdict(tiling),
+            "keep_empty": keep_empty, **({"source_settings": described} if described else {})}
     prepare_output(root, rank_zero)
     check_settings(root, settings, rank_zero)
 
-    run = LabelRun(writer, items, listing_problems, meta, strict)
+    work = work_items(source, items, tiling, tiles_per_item)
+    run = LabelRun(writer, items, listing_problems, meta, strict, work_keys=[w.key for w in work])
     if not items:  # nothing to loop over (Lightning would skip the writer's end with an empty loop)
         return run.finalize(labeler_meta(labeler)) if rank_zero else None
     if make_trainer is None:
-        dataset = LabelDataset(source, items, tiling, writer, keep_empty=keep_empty, strict=strict)
+        dataset = LabelDataset(source, work, tiling, writer, keep_empty=keep_empty, strict=strict)
         return label_in_process(run, dataset, labeler, batch_size, num_workers, progress)
     from samrs.labeling.trainer_loop import label_with_trainer
 
-    return label_with_trainer(run, source, items, tiling, labeler, make_trainer, keep_empty=keep_empty,
+    return label_with_trainer(run, source, work, tiling, labeler, make_trainer, keep_empty=keep_empty,
                               strict=strict, batch_size=batch_size, num_workers=num_workers, progress=progress)
 
 

@@ -93,5 +93,6 @@ def nothing_labeled(report: dict[str, Any], meta: dict[str, Any]) -> str:
         f"warning: no image was labeled ({c['source_items']} source images with an annotation under "
         f"{meta.get('source_root')}; {c['problems']} problems, listed above and in report.json). An empty "
         "result usually means the source points at the wrong files: check source.root, source.split, "
-        "source.images_dir and the image suffix (source.image_suffix; DOTA: source.image_suffixes)."
+        "source.images_dir and the image suffix (source.image_suffix; DOTA: source.image_suffixes; source=geo: "
+        "source.images, source.vectors and their CRS)."
     )

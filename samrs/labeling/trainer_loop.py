@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar
 from torch.utils.data import DataLoader
 
 from samrs.labeling.base import InstanceMask, Labeler
-from samrs.labeling.job import LabelBatch, LabelDataset, LabelRun, label_batch, labeler_meta
+from samrs.labeling.job import LabelBatch, LabelDataset, LabelRun, WorkItem, label_batch, labeler_meta
 from samrs.labeling.progress import LabelProgress
 from samrs.sources.base import Source, SourceItem
 from samrs.sources.tiling import Tiling
@@ -95,7 +95,7 @@ class LabelProgressBar(ProgressBar):
 def label_with_trainer(
     run: LabelRun,
     source: Source,
-    items: Sequence[SourceItem],
+    items: Sequence[SourceItem | WorkItem],
     tiling: Tiling,
     labeler: Labeler,
     make_trainer: Callable[..., L.Trainer],

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import timm
 import torch
-from timm.models import group_parameters
+from timm.models import adapt_input_conv, group_parameters
 from torch import nn
 
 from samrs.errors import BadFileError, ConfigError, MissingPathError
@@ -30,7 +30,9 @@ class TimmBackbone(nn.Module):
       {"state_dict": ...} / {"model": ...}, `module.` / `backbone.` / `encoder.` prefixes), converted
       by the model's `checkpoint_filter_fn`.
     Other keyword arguments go to `timm.create_model` (e.g. `drop_path_rate`, `img_size`, or smaller
-    depths for tests).
+    depths for tests). `in_chans` (multispectral images: 4 for RGB + near infrared) adapts the first
+    layer of 3-channel weights as timm does (timm.models.adapt_input_conv: the RGB filters repeated
+    over the bands and scaled by 3 / in_chans), for timm's weights and a local file alike.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class TimmBackbone(nn.Module):
         elif pretrained:
             tag = pretrained_tag or name
             self.load_weights(download_timm_weights(tag), f"timm's {tag} weights")
+        self.in_chans = int(kwargs.get("in_chans", 3))
         self.channels = list(self.model.feature_info.channels())
         self.strides = list(self.model.feature_info.reduction())
         self._nhwc = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
@@ -118,7 +121,8 @@ def convert_weights(name: str, weights: Any, kwargs: Mapping[str, Any], source: 
     """The state_dict of the whole timm model `name` (classifier left out) from a weight file's
     contents, through the model's own converter (`checkpoint_filter_fn` of its timm module). Anything
     missing, unexpected or of another shape is an error that names it."""
-    model = timm.create_model(name, pretrained=False, **kwargs)
+    # the weights are for 3 input channels; a multispectral model's first layer is adapted below
+    model = timm.create_model(name, pretrained=False, **{k: v for k, v in kwargs.items() if k != "in_chans"})
     try:
         state = unwrap_checkpoint(weights)
     except ValueError as err:
@@ -134,6 +138,11 @@ def convert_weights(name: str, weights: Any, kwargs: Mapping[str, Any], source: 
     if problem:
         raise BadFileError(f"{source} does not fit timm model {name}: {problem}. Give the weights of the "
                            f"same architecture (model.net.backbone.name and its keyword arguments).")
+    in_chans = int(kwargs.get("in_chans", 3))
+    first = model.pretrained_cfg.get("first_conv") or ()
+    for conv in ((first,) if isinstance(first, str) else first) if in_chans != 3 else ():
+        if f"{conv}.weight" in found:  # timm's rule for 3-channel weights in a model of in_chans bands
+            found[f"{conv}.weight"] = adapt_input_conv(in_chans, found[f"{conv}.weight"])
     return found
 
 

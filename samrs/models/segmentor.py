@@ -152,7 +152,7 @@ def check_input_sizes(net: MultiHeadSegmentor, sizes: Mapping[str, int]) -> None
         with torch.no_grad():
             for size, key in first_key.items():
                 try:
-                    net(torch.zeros(1, 3, size, size, device=device), subset)
+                    net(torch.zeros(1, getattr(net.backbone, "in_chans", 3), size, size, device=device), subset)
                 except Exception as err:  # noqa: BLE001 - any failure here means "this size does not fit"
                     stride = max(getattr(net.backbone, "strides", [32]))
                     raise ConfigError(

@@ -11,6 +11,9 @@ the real ones while the exact masks stay known. `write_format` writes a whole ge
 - fair1m:   <split>/images/0.tif + labelXml/0.xml (5-point closed rings, names with spaces)
 - hrsc2016: FullDataSet/AllImages/100000001.bmp, Annotations/*.xml (mbox in radians),
             Segmentations/*.png (one colour per ship, test split only), ImageSets/*.txt
+- coco:     images/000000000000.png + annotations.json (bbox, polygon segmentation = the rotated box)
+- yolo_obb: images/train/img_00000.png + labels/train/img_00000.txt (normalised corners), data.yaml
+- geotiff:  georeferenced 16-bit multispectral scenes with boxes in EPSG:4326 (samrs.scenes.geotiff)
 
 Rotated boxes are written with the precision the real files use (0.1 px in DOTA, whole pixels in
 DIOR-R, ...); before rounding they are grown by one rounding step on every side, so the written box
@@ -20,13 +23,14 @@ still covers the object's mask. Horizontal boxes are the masks' exact pixel-edge
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
-from samrs.classes import ISAID_COLORS
+from samrs.classes import ISAID_COLORS, subset_classes
 from samrs.errors import ConfigError
 from samrs.scenes.folder import NEW_OUT, claim_folder, mark_complete
 from samrs.scenes.generate import Scene, generate_scenes
@@ -35,15 +39,18 @@ from samrs.sources.fair1m import fair1m_name
 from samrs.sources.hrsc2016 import HBOX
 from samrs.utils.io import atomic_path, write_png, write_text
 
-FORMATS = ("dota", "dior", "fair1m", "hrsc2016", "samrs")
+FORMATS = ("dota", "dior", "fair1m", "hrsc2016", "coco", "yolo_obb", "geotiff", "samrs")
 # The SAMRS subset whose class names each format's scenes use.
-FORMAT_SUBSET = {"dota": "sota", "dior": "sior", "fair1m": "fast", "hrsc2016": "hrsc2016"}
+FORMAT_SUBSET = {"dota": "sota", "dior": "sior", "fair1m": "fast", "hrsc2016": "hrsc2016", "coco": "sota",
+                 "yolo_obb": "sota"}
 # File names as the datasets number their images.
 FORMAT_NAMES: dict[str, Callable[[int], str]] = {
     "dota": lambda i: f"P{i:04d}",
     "dior": lambda i: f"{i + 1:05d}",
     "fair1m": lambda i: str(i),
     "hrsc2016": lambda i: str(100000001 + i),
+    "coco": lambda i: f"{i:012d}",
+    "yolo_obb": lambda i: f"img_{i:05d}",
 }
 
 
@@ -286,6 +293,43 @@ def _write_hrsc2016(scenes: Iterable[Scene], out: Path) -> None:
         write_text(out / "ImageSets" / f"{split}.txt", "".join(f"{n}\n" for n in names))
 
 
+# --- COCO and Ultralytics OBB -------------------------------------------------------------------
+
+
+def _write_coco(scenes: Iterable[Scene], out: Path) -> None:
+    """images/<name>.png and annotations.json: categories numbered from 1 as in COCO, per object its
+    mask's box as bbox and its rotated box (grown by 0.01 px, 2 decimals) as polygon segmentation."""
+    names = subset_classes(FORMAT_SUBSET["coco"]).names
+    images, annotations = [], []
+    for image_id, scene in enumerate(scenes, start=1):
+        write_png(out / "images" / f"{scene.name}.png", scene.image)
+        h, w = scene.image.shape[:2]
+        images.append({"id": image_id, "file_name": f"{scene.name}.png", "width": w, "height": h})
+        for obj in scene.objects:
+            x0, y0, x1, y1 = (float(v) for v in obj.hbox)
+            ring = np.round(grown(obj.corners, 0.01), 2).ravel().tolist()
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": obj.class_id + 1,
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "segmentation": [ring], "area": obj.area,
+                                "iscrowd": 0})
+    categories = [{"id": k + 1, "name": n, "supercategory": "object"} for k, n in enumerate(names)]
+    write_text(out / "annotations.json", json.dumps({"images": images, "annotations": annotations,
+                                                    "categories": categories}))
+
+
+def _write_yolo_obb(scenes: Iterable[Scene], out: Path, split: str = "train") -> None:
+    """images/<split>/<name>.png, labels/<split>/<name>.txt ("class x1 y1 ... x4 y4", corners divided
+    by the image's width and height, 6 decimals) and data.yaml with the names."""
+    names = subset_classes(FORMAT_SUBSET["yolo_obb"]).names
+    for scene in scenes:
+        write_png(out / "images" / split / f"{scene.name}.png", scene.image)
+        h, w = scene.image.shape[:2]
+        lines = [f"{obj.class_id} " + " ".join(f"{v:.6f}" for v in (grown(obj.corners, 0.01) / [w, h]).ravel())
+                 for obj in scene.objects]
+        write_text(out / "labels" / split / f"{scene.name}.txt", "".join(f"{line}\n" for line in lines))
+    yaml_names = "".join(f"  {k}: {n}\n" for k, n in enumerate(names))
+    write_text(out / "data.yaml", f"path: {out}\ntrain: images/{split}\nval: images/{split}\nnames:\n{yaml_names}")
+
+
 # --- whole datasets -----------------------------------------------------------------------------
 
 WRITERS: dict[str, Callable[[Iterable[Scene], Path], None]] = {
@@ -293,6 +337,8 @@ WRITERS: dict[str, Callable[[Iterable[Scene], Path], None]] = {
     "dior": _write_dior,
     "fair1m": _write_fair1m,
     "hrsc2016": _write_hrsc2016,
+    "coco": _write_coco,
+    "yolo_obb": _write_yolo_obb,
 }
 
 

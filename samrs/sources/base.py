@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from samrs.classes import SubsetClasses
 from samrs.errors import MissingPathError, UserError
 from samrs.sources.records import ImageRecord
@@ -32,6 +34,9 @@ PROBLEM_KINDS = (
     "unreadable_image",  # an image that cannot be decoded
     "size_mismatch",  # the annotation's image size differs from the image file's (file wins)
     "empty_image",  # an image with no usable object (kept all-255, or dropped by config)
+    "nodata_box",  # geo: a box lying wholly on nodata pixels
+    "malformed_vector",  # geo: a vector file that cannot be read, or a feature that is no polygon
+    "crowd_region",  # COCO: an iscrowd annotation (a region of many objects, not one object)
 )
 
 
@@ -102,11 +107,28 @@ def is_test_split(split: str | None) -> bool:
     return split is not None and Path(split).parts[0].lower().startswith("test")
 
 
+@dataclass
+class WindowPixels:
+    """A window of a windowed source (a tile of a GeoTIFF scene), read without decoding the rest."""
+
+    rgb: np.ndarray  # (h, w, 3) uint8: what labelers see
+    valid: np.ndarray | None = None  # (h, w) bool: False on nodata and beyond the image (never labeled)
+    bands: np.ndarray | None = None  # (h, w, N) every band in the source's data type (output.bands=all)
+
+
 class Source(ABC):
-    """A detection dataset on disk, read into ImageRecords with class ids of `classes`."""
+    """A detection dataset on disk, read into ImageRecords with class ids of `classes`.
+
+    A `windowed` source (GeoTIFF scenes of any size) also gives `image_size(item)` from the header
+    and `read_window(record, x, y, width, height, fill, all_bands)`: the label job then reads each
+    tile on its own and never decodes a whole image. `georeferenced`: its images have a CRS (known
+    once `items` has run), so the label job writes GeoTIFFs (output_format=auto).
+    """
 
     name: str = ""
     border_rules: BorderRules = BorderRules()
+    windowed: bool = False
+    georeferenced: bool = False
 
     def __init__(self, root: str | Path, classes: SubsetClasses) -> None:
         self.root = Path(root)
@@ -121,3 +143,12 @@ class Source(ABC):
     @abstractmethod
     def read(self, item: SourceItem, report: Report) -> ImageRecord | None:
         """The item's record (objects in the subset's class ids), or None when it must be skipped."""
+
+    def image_size(self, item: SourceItem) -> tuple[int, int] | None:
+        """(width, height) of a windowed source's image, from its header; None: unknown."""
+        return None
+
+    def read_window(self, record: ImageRecord, x: int, y: int, width: int, height: int, fill: int,
+                    all_bands: bool) -> WindowPixels:
+        """The pixels of a window of a windowed source's image (beyond the image: `fill`)."""
+        raise NotImplementedError(f"source {self.name} is not windowed: decode its images whole")

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import shapely
 
 from samrs.classes import SubsetClasses, normalize_name
-from samrs.geometry import clip_polygon, hbox_of, polygon_area
 from samrs.errors import ConfigError, MissingPathError
+from samrs.geometry import clip_polygon, hbox_of, min_area_rect, polygon_area
 from samrs.sources.base import BorderRules, Problem, Report, SourceItem
 from samrs.sources.records import ObjectRecord
+from samrs.sources.tiling import largest_polygon
 from samrs.sources.xmlfile import XmlDoc, XmlError, parse_xml
 from samrs.utils.io import image_size
 
@@ -241,6 +243,31 @@ class ObjectChecker:
             self._problem(line, "out_of_image_box",
                           f"{name} box reaches outside {image} ({visible:.0%} of it inside)", "clipped")
         return ObjectRecord(name, class_id, corners, box, difficult, truncated, polygon, dict(extras or {}))
+
+    def place_polygon(self, name: str, class_id: int, points: np.ndarray, line: int | None,
+                      hbox: np.ndarray | None = None, extras: dict[str, Any] | None = None) -> ObjectRecord | None:
+        """An object whose region is any simple polygon (a COCO segmentation, a GIS feature), cut at
+        the image's edge like `place` (a concave polygon stays concave). Its rotated box is the
+        polygon itself when it has 4 vertices, else their minimum-area rectangle; `hbox` defaults to
+        the visible polygon's box."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        shape = shapely.Polygon(points)
+        whole = shape if shape.is_valid else shape.convex_hull
+        visible = largest_polygon(shapely.clip_by_rect(whole, 0, 0, self.width, self.height))
+        if visible is None or visible.area < self.min_area:
+            self._problem(line, "out_of_image_box",
+                          f"{name} polygon {_fmt(hbox_of(points))} lies outside the {self.width}x{self.height} image",
+                          "dropped")
+            return None
+        cut = visible.area < whole.area * (1 - 1e-9)
+        if cut:
+            self._problem(line, "out_of_image_box", f"{name} polygon reaches outside the {self.width}x{self.height} "
+                                                    f"image", "clipped")
+        region = np.asarray(visible.exterior.coords, dtype=np.float64)[:-1]
+        corners = points if len(points) == 4 else min_area_rect(points)
+        box = hbox_of(region) if hbox is None else self._clip_box(np.asarray(hbox, dtype=np.float64), region)
+        polygon = None if len(points) == 4 and not cut else region
+        return ObjectRecord(name, class_id, corners, box, polygon=polygon, extras=dict(extras or {}))
 
     def _class_id(self, name: str, line: int | None) -> int | None:
         if self._known and normalize_name(name) not in self._known:

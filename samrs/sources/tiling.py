@@ -23,6 +23,7 @@ tile object keeps its index in the source record as `extras["source_index"]`.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 import shapely
@@ -82,13 +83,14 @@ class Tiling:
         ys = window_starts(height, self.size, stride, self.border)
         return [(x, y) for y in ys for x in xs]
 
-    def tile(self, record: ImageRecord) -> list[ImageRecord]:
-        """The tile records of `record` (objects clipped, coordinates in the tile); untiled: [record]."""
+    def tile(self, record: ImageRecord, offsets: Sequence[tuple[int, int]] | None = None) -> list[ImageRecord]:
+        """The tile records of `record` (objects clipped, coordinates in the tile); untiled: [record].
+        `offsets`: only the tiles at these top-left offsets (of `windows`), e.g. one run of a scene's tiles."""
         if self.size is None:
             return [record]
         clipper = _Clipper(record.objects)
         tiles = []
-        for x, y in self.windows(record.width, record.height):
+        for x, y in self.windows(record.width, record.height) if offsets is None else offsets:
             view = (x, y, min(x + self.size, record.width), min(y + self.size, record.height))
             tiles.append(ImageRecord(
                 name=tile_name(record.name, self.size, x, y),

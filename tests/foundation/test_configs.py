@@ -23,8 +23,12 @@ REQUIRED = {
     "evaluate": ["ckpt_path=/nonexistent/run"],
     "label": ["source=dota", "source.root=/nonexistent", "output_dir=/nonexistent/out"],
 }
-# Values a group option requires from the user, likewise.
-OPTION_REQUIRED = {f"start={k}": [f"start.checkpoint=/nonexistent/{k}.pth"] for k in ("rsp", "mae", "beit", "official_sep")}
+# Values a group option requires from the user, likewise (they replace the primary's of the same group).
+OPTION_REQUIRED = {
+    **{f"start={k}": [f"start.checkpoint=/nonexistent/{k}.pth"] for k in ("rsp", "mae", "beit", "official_sep")},
+    "source=geo": ["source.images=/nonexistent", "source.vectors=/nonexistent.gpkg"],
+    "source=coco": ["source.root=/nonexistent", "source.annotations=/nonexistent.json"],
+}
 SKIP_GROUPS = {"hydra", "local"}
 
 
@@ -66,7 +70,9 @@ def _compose_once(primary: str, overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         chosen = {o.split("=")[0] for o in overrides}
-        required = [r for r in REQUIRED.get(primary, []) if r.split("=")[0] not in chosen]
+        given = {key.split(".")[0] for key in chosen if "." in key}
+        required = [r for r in REQUIRED.get(primary, []) if r.split("=")[0] not in chosen
+                    and not ("." in r.split("=")[0] and r.split(".")[0] in given)]
         cfg = compose(primary, overrides=required + overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     plain = OmegaConf.to_container(cfg, resolve=False)

@@ -13,7 +13,7 @@ import pytest
 
 from samrs.utils.hydra import config_dir
 
-JOBS = ("train", "evaluate", "label", "stats", "label_quality", "quality_table", "finetune_table")
+JOBS = ("train", "evaluate", "predict", "label", "stats", "label_quality", "quality_table", "finetune_table")
 
 
 def test_console_scripts_point_at_the_jobs():

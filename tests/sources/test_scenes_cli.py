@@ -59,9 +59,9 @@ def test_cli_module_entry_point_and_bad_arguments(tmp_path):
                           "--count", "1", "--size", "64"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and "wrote 1 fair1m scenes" in run.stdout
     assert (tmp_path / "train/labelXml/0.xml").is_file()
-    bad = subprocess.run([sys.executable, "-m", "samrs.scenes", "--format", "coco", "--out", str(tmp_path)],
+    bad = subprocess.run([sys.executable, "-m", "samrs.scenes", "--format", "voc", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "invalid choice: 'coco'" in bad.stderr
+    assert bad.returncode == 2 and "invalid choice: 'voc'" in bad.stderr
     with pytest.raises(SystemExit):
         main(["--format", "dota", "--out", str(tmp_path), "--size", "8"])
 
