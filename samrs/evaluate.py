@@ -55,11 +55,18 @@ def inference_settings(settings: DictConfig, train_cfg: DictConfig, data_cfg: Di
             spec[key] = protocol[key]
     if spec.get("window") is None:
         tile = OmegaConf.select(data_cfg, "tiling.size") if protocol["val_mode"] == "tiles" else None
-        spec["window"] = (tile or OmegaConf.select(train_cfg, "model.inference.window")
-                          or OmegaConf.select(train_cfg, "data.val_transform.crop_size"))
-    if spec["window"] is None:
-        raise ConfigError("the checkpoint's config names no inference window nor validation crop: set evaluate.window")
+        spec["window"] = tile or run_window(train_cfg, "evaluate.window")
     return spec
+
+
+def run_window(train_cfg: DictConfig, key: str) -> int:
+    """The window a run was trained for: its inference window (fine-tuning) or its validation crop
+    (pre-training); else an error naming `key`, the setting that gives one."""
+    window = (OmegaConf.select(train_cfg, "model.inference.window")
+              or OmegaConf.select(train_cfg, "data.val_transform.crop_size"))
+    if window is None:
+        raise ConfigError(f"the checkpoint's config names no inference window nor validation crop: set {key}")
+    return int(window)
 
 
 def untrained_model_config(model_cfg: DictConfig) -> DictConfig:

@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from samrs.classes import SubsetClasses, subset_classes
 from samrs.data.transforms import IMAGENET_MEAN, IMAGENET_STD, whole_transform
-from samrs.evaluate import read_checkpoint, sliding_window, untrained_model_config
+from samrs.evaluate import read_checkpoint, run_window, untrained_model_config
 from samrs.inference import SlidingWindow
 from samrs.labeling.job import UsageError, check_settings
 from samrs.utils.geo import (
@@ -223,7 +223,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     for key in ("inputs", "output_dir"):
         if OmegaConf.is_missing(cfg, key) or not cfg.get(key):
             raise UsageError(f"{key} is required: python -m samrs.predict ckpt_path=RUN inputs=DIR_OR_GLOB output_dir=OUT")
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir, resuming=False)
     scenes = list_inputs(str(cfg.inputs))
     train_cfg, state_dict = read_checkpoint(ckpt_path)
     model = hydra.utils.instantiate(untrained_model_config(train_cfg.model))
@@ -231,7 +231,8 @@ def predict(cfg: DictConfig) -> list[Path]:
     device = pick_device(cfg.device)
     model.to(device).eval()
     head = choose_head(list(model.net.num_classes), cfg.get("head"))
-    windows = sliding_window(cfg.predict, train_cfg)
+    spec = OmegaConf.to_container(cfg.predict)
+    windows = SlidingWindow(**{**spec, "window": spec.get("window") or run_window(train_cfg, "predict.window")})
     classes = head_classes(train_cfg, model, head)
     stretch = Stretch(**{k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
                          for k, v in OmegaConf.to_container(cfg.stretch).items()})

@@ -25,6 +25,12 @@ SOURCES = {
     "fair1m": [("fair1m", "", "train")],
     "hrsc2016": [("hrsc2016", "", "test")],
 }
+# formats read through other keys than source.root + source.split: source -> {key: path under out}
+SOURCE_PATHS = {
+    "geotiff": ("geo", {"source.images": "images", "source.vectors": "boxes.geojson"}),
+    "coco": ("coco", {"source.root": "images", "source.annotations": "annotations.json"}),
+    "yolo_obb": ("yolo_obb", {"source.root": ""}),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,6 +99,12 @@ def next_steps(fmt: str, out: Path, subset: str) -> str:
         root = hydra_value(str(out))
         return (f"train on it: python -m samrs.train data={subset} {shell_arg(f'data.subsets.{subset}.root={root}')}\n"
                 f"look at it: python -m samrs.stats {shell_arg(f'subsets=[{root}]')}")
+    if fmt in SOURCE_PATHS:
+        source, paths = SOURCE_PATHS[fmt]
+        keys = " ".join(shell_arg(f"{k}={hydra_value(str(out / v if v else out))}") for k, v in paths.items())
+        labeled = hydra_value(str(out / "labeled" / source))
+        return (f"label it: python -m samrs.label source={source} {keys} labeler=polygon_fill "
+                f"{shell_arg(f'output_dir={labeled}')}")
     lines = []
     for source, folder, split in SOURCES[fmt]:
         root, labeled = hydra_value(str(out / folder if folder else out)), hydra_value(str(out / "labeled" / source))

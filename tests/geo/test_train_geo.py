@@ -53,8 +53,17 @@ def test_n_band_augmentation_scales_jitters_and_normalises():
     out = plain.finish(image[:64, :64], label[:64, :64], None)["image"]
     expected = (image[:64, :64].astype(np.float32) / 4095 - mean) / std
     np.testing.assert_allclose(out.permute(1, 2, 0).numpy(), expected, rtol=1e-5, atol=1e-5)
-    ops = [type(op).__name__ for op in tf.ops.transforms]
-    assert "ColorJitter" not in ops and {"RandomBrightnessContrast", "RandomGamma", "ToFloat"} <= set(ops)
+    def names(transforms) -> set[str]:  # OneOf's choices included
+        return {n for op in transforms for n in [type(op).__name__, *names(getattr(op, "transforms", []))]}
+
+    # the default colour step (oneof) and `separate`: brightness / contrast and gamma, no hue or saturation
+    assert names(tf.ops.transforms) >= {"OneOf", "RandomBrightnessContrast", "RandomGamma", "ToFloat"}
+    separate = train_transform(crop_size=64, channels=4, mean=mean, std=std, color="separate").ops.transforms
+    for ops in (names(tf.ops.transforms), names(separate)):
+        assert "ColorJitter" not in ops and {"RandomBrightnessContrast", "RandomGamma", "ToFloat"} <= ops
+    assert "OneOf" not in names(separate)
+    none = train_transform(crop_size=64, channels=4, mean=mean, std=std, color="none").ops.transforms
+    assert not names(none) & {"RandomBrightnessContrast", "RandomGamma"}
     with pytest.raises(ValueError, match="4 bands need 4 values"):
         val_transform(crop_size=64, channels=4, mean=[0.5] * 3, std=[0.2] * 3)
 

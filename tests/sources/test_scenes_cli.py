@@ -66,7 +66,7 @@ def test_cli_module_entry_point_and_bad_arguments(tmp_path):
         main(["--format", "dota", "--out", str(tmp_path), "--size", "8"])
 
 
-@pytest.mark.parametrize("fmt", ["dota", "dior", "hrsc2016"])
+@pytest.mark.parametrize("fmt", ["dota", "dior", "hrsc2016", "coco", "yolo_obb", "geotiff"])
 def test_cli_prints_the_source_root_and_split_to_label_it(tmp_path, capsys, fmt):
     """Under a folder with a space and a comma in its name: the printed overrides, split as a shell
     splits them, compose into a label config whose source lists the scenes of the split named."""
@@ -78,7 +78,7 @@ def test_cli_prints_the_source_root_and_split_to_label_it(tmp_path, capsys, fmt)
     out = tmp_path / "my scenes, v2"
     main(["--format", fmt, "--out", str(out), "--count", "4", "--size", "64"])
     commands = [line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("label it")]
-    assert len(commands) == len(READERS[fmt])
+    assert len(commands) == len(READERS.get(fmt, [fmt]))
     for command in commands:
         args = shlex.split(command)
         assert args[:3] == ["python", "-m", "samrs.label"]
