@@ -236,3 +236,34 @@ def test_meta_json_classes_must_match(subset, tmp_path):
                            cache={"enabled": False})
     with pytest.raises(ValueError, match="meta.json: lists 18 classes .*sota.classes=fast has 37"):
         data.setup("fit")
+
+
+def test_cache_workers_start_after_the_parent_used_opencv_threads(subset, tmp_path):
+    """A parent that has run OpenCV's thread pool (a training's augmentation) then builds a cache
+    with worker processes: they must not hang (cv2.setNumThreads in a forked child waits forever on
+    threads it does not have). Run in a child process so that a hang fails by timeout."""
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import cv2, numpy as np
+        from samrs.data.blocks import BlockCodec
+        from samrs.data.cache import SubsetCache
+        from samrs.data.layout import SubsetLayout
+        image = np.random.rand(3000, 3000).astype(np.float32)
+        for _ in range(3):  # starts OpenCV's worker threads in this process
+            cv2.warpAffine(image, np.float32([[1.1, 0.1, 0], [0.1, 0.9, 0]]), (3000, 3000))
+        threads = cv2.getNumThreads()
+        cache = SubsetCache.create({str(tmp_path / 'cache')!r}, "sota", {str(subset)!r}, SubsetLayout(), 18,
+                                   BlockCodec(block=16))
+        names = open({str(subset / 'train.txt')!r}).read().split()
+        entries = cache.build(names, workers=2, progress=False)
+        assert len(entries) == len(names) and all("shape" in e for e in entries.values())
+        assert cv2.getNumThreads() == threads  # restored for the rest of the run
+        print("built", len(entries))
+    """)
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0 and "built" in run.stdout, run.stderr[-2000:]

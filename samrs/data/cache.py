@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import cv2
 from rich.progress import track
@@ -33,6 +34,17 @@ from samrs.utils.workers import WorkerInit
 log = get_logger(__name__)
 
 MANIFEST = "manifest.json"
+
+
+@contextmanager
+def opencv_threads(count: int) -> Iterator[None]:
+    """OpenCV's thread count set to `count` inside the block, restored after it."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(count)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def _stamp(path: Path) -> list[int] | None:
@@ -108,7 +120,9 @@ class SubsetCache:
             log.info("caching %d of %d images of %s into %s", len(todo), len(names), self.root, self.directory)
             job = self.cache_one
             if workers > 1:
-                with get_context().Pool(workers, initializer=WorkerInit(cv2.setNumThreads, 1)) as pool:
+                # one OpenCV thread per worker, set here before the fork: cv2.setNumThreads in a forked
+                # child waits forever on the parent's OpenCV threads once the parent has used them
+                with opencv_threads(1), get_context().Pool(workers, initializer=WorkerInit()) as pool:
                     results = list(track(pool.imap_unordered(job, todo, chunksize=4), total=len(todo),
                                          description=f"caching {self.root.name}", disable=not progress))
             else:
