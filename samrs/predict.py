@@ -32,6 +32,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from samrs.errors import ConfigError, MissingPathError
 from samrs.classes import SubsetClasses, subset_classes
 from samrs.data.transforms import IMAGENET_MEAN, IMAGENET_STD, whole_transform
 from samrs.evaluate import read_checkpoint, run_window, untrained_model_config
@@ -68,12 +69,12 @@ def list_inputs(inputs: str) -> list[Path]:
     else:
         found = [Path(p) for p in sorted(glob.glob(inputs, recursive=True)) if Path(p).is_file()]
     if not found:
-        raise FileNotFoundError(f"inputs={inputs}: no raster found (a file, a folder of {', '.join(RASTER_SUFFIXES)} "
-                                f"files, or a glob pattern)")
+        raise MissingPathError(f"inputs={inputs}: no raster found (a file, a folder of {', '.join(RASTER_SUFFIXES)} "
+                               f"files, or a glob pattern)")
     names = [p.stem for p in found]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ValueError(f"inputs={inputs}: two scenes are named {repeated[0]} (their outputs would collide)")
+        raise ConfigError(f"inputs={inputs}: two scenes are named {repeated[0]} (their outputs would collide)")
     return found
 
 

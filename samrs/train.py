@@ -70,8 +70,8 @@ def fill_in_chans(net: DictConfig, in_chans: int) -> None:
         if in_chans != 3:
             net.backbone.in_chans = in_chans
     elif int(given) != in_chans:
-        raise ValueError(f"model.net.backbone.in_chans={given} but the data's images have {in_chans} bands "
-                         f"(data.bands); leave in_chans unset to take it from the data")
+        raise ConfigError(f"model.net.backbone.in_chans={given} but the data's images have {in_chans} bands "
+                          f"(data.bands); leave in_chans unset to take it from the data")
 
 
 def check_start(cfg: DictConfig) -> None:

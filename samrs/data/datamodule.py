@@ -38,7 +38,7 @@ from samrs.data.dataset import MultiSubsetDataset, SegmentationDataset
 from samrs.data.layout import SubsetLayout, missing_files
 from samrs.data.readers import BandReader, FileReader
 from samrs.data.transforms import train_transform, val_transform, whole_transform
-from samrs.errors import BadFileError, ConfigError
+from samrs.errors import BadFileError, ConfigError, MissingPathError
 from samrs.sources.base import Problem
 from samrs.utils.io import read_rgb
 from samrs.utils.logging import get_logger
@@ -144,7 +144,8 @@ class SAMRSDataModule(L.LightningDataModule):
         self.channels = None if bands is None else self.read_image.channels
         self.max_pixel_value = max_pixel_value
         if self.channels is not None and self.codec.codec == "jpeg":
-            raise ValueError("data.cache.codec=jpeg keeps 8-bit RGB only; multispectral data (data.bands) needs png or raw")
+            raise ConfigError("data.cache.codec=jpeg keeps 8-bit RGB only; multispectral data (data.bands) "
+                              "needs png or raw")
         self.train_transform_cfg = dict(_plain(train_transform) or {})
         self.val_transform_cfg = dict(_plain(val_transform) or {})
         self.generate = _plain(generate)
@@ -172,9 +173,9 @@ class SAMRSDataModule(L.LightningDataModule):
         """The class list (and palette) of the subset's meta.json (data.subsets.<subset>.classes=null)."""
         path = self.root_of(subset) / "meta.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found; data.subsets.{subset}.classes=null takes the class list from "
-                                    f"the meta.json samrs.label writes: point the subset's root at a labeled subset, "
-                                    f"or give its classes")
+            raise MissingPathError(f"{path}: not found; data.subsets.{subset}.classes=null takes the class list from "
+                                   f"the meta.json samrs.label writes: point the subset's root at a labeled subset, "
+                                   f"or give its classes")
         meta = json.loads(path.read_text())
         return SubsetClasses(subset, tuple(meta["classes"]), tuple(tuple(c) for c in meta.get("palette") or ()))
 

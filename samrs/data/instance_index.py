@@ -23,6 +23,7 @@ import ijson
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from samrs.errors import BadFileError, MissingPathError
 from samrs.classes import SubsetClasses
 from samrs.data.layout import SubsetLayout
 from samrs.labeling.rle import rle_to_mask
@@ -65,14 +66,14 @@ def _stream(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             coros[s].close()
             yield from ((s, entry) for entry in found[s])
     except ijson.JSONError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        raise BadFileError(f"{path}: not valid JSON ({err})") from None
 
 
 def _record(ann: dict[str, Any], path: Path) -> bytes:
     """One annotation as a compact JSON line: category id, bbox, segmentation, rotated box, crowd flag."""
     if "segmentation" not in ann or "bbox" not in ann:
-        raise ValueError(f"{path}: annotation {ann.get('id')} has no segmentation or bbox; the instance task "
-                         f"needs both (samrs.label writes them)")
+        raise BadFileError(f"{path}: annotation {ann.get('id')} has no segmentation or bbox; the instance task "
+                           f"needs both (samrs.label writes them)")
     rec = {"c": ann.get("category_id"), "b": ann["bbox"], "s": ann["segmentation"], "r": ann.get("rbox"),
            "z": int(ann.get("iscrowd", 0))}
     return (json.dumps(rec, separators=(",", ":")) + "\n").encode()
@@ -84,14 +85,14 @@ def _class_map(categories: list[dict[str, Any]], used: set[Any], classes: Subset
     for cat in categories:
         cls = classes.id_of(str(cat.get("name", "")))
         if cls is None:
-            raise ValueError(f"{path}: category {cat.get('name')!r} (id {cat.get('id')}) is not a class of "
-                             f"{classes.name} ({', '.join(classes.names[:4])}, ...); point the subset at the right "
-                             f"instances file or set its classes")
+            raise BadFileError(f"{path}: category {cat.get('name')!r} (id {cat.get('id')}) is not a class of "
+                               f"{classes.name} ({', '.join(classes.names[:4])}, ...); point the subset at the right "
+                               f"instances file or set its classes")
         out[int(cat["id"])] = cls
     unknown = sorted(str(c) for c in used if c not in out)
     if unknown:
-        raise ValueError(f"{path}: annotations use category ids {', '.join(unknown[:5])}, which the categories "
-                         f"list does not name")
+        raise BadFileError(f"{path}: annotations use category ids {', '.join(unknown[:5])}, which the categories "
+                           f"list does not name")
     return out
 
 
@@ -145,8 +146,8 @@ class InstanceIndex:
         built (into `directory`, or in memory without one)."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: instances file not found; the instance task reads the COCO instances "
-                                    f"file that samrs.label writes (data.instances names it, relative to each root)")
+            raise MissingPathError(f"{path}: instances file not found; the instance task reads the COCO instances "
+                                   f"file that samrs.label writes (data.instances names it, relative to each root)")
         if directory is not None:
             table = Path(directory) / INDEX_TABLE
             if table.is_file():
@@ -184,8 +185,8 @@ class InstanceIndex:
             class_of = _class_map(categories, used, classes, path)
             unknown = sorted(set(ids) - set(images))
             if unknown:
-                raise ValueError(f"{path}: annotations refer to image ids that the images list lacks "
-                                 f"({', '.join(map(str, unknown[:5]))})")
+                raise BadFileError(f"{path}: annotations refer to image ids that the images list lacks "
+                                   f"({', '.join(map(str, unknown[:5]))})")
             if directory is None:
                 blob, ranges = _grouped(spool, np.asarray(ids, np.int64), np.asarray(lengths, np.int64), None)
             else:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from samrs.errors import BadFileError, ConfigError
 from samrs.data.blocks import Window
 from samrs.data.datamodule import SAMRSDataModule
 from samrs.data.dataset import Reader, process_seed
@@ -98,8 +99,8 @@ class InstanceDataset(Dataset):
         sample = self.reader.open(name)
         image_id, height, width = self.index.image(name)
         if (height, width) != (sample.height, sample.width):
-            raise ValueError(f"{name}: the instances file gives {width}x{height} but the image is "
-                             f"{sample.width}x{sample.height} (width x height)")
+            raise BadFileError(f"{name}: the instances file gives {width}x{height} but the image is "
+                               f"{sample.width}x{sample.height} (width x height)")
         annotations = self.index.annotations(name)
         self._seed(seed)
         out = self._whole(sample, annotations) if self.whole else self._window(sample, annotations)
@@ -185,7 +186,7 @@ class InstanceDataModule(SAMRSDataModule):
     def __init__(self, *args: Any, instances: str = "instances.json", min_visible: float = 0.5, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not 0.0 <= min_visible <= 1.0:
-            raise ValueError(f"data.min_visible={min_visible}: a fraction of the instance's area, 0 to 1")
+            raise ConfigError(f"data.min_visible={min_visible}: a fraction of the instance's area, 0 to 1")
         self.instances, self.min_visible = instances, min_visible
         self.indexes: dict[str, InstanceIndex] = {}
 
@@ -213,7 +214,7 @@ class InstanceDataModule(SAMRSDataModule):
         self._handle(subset, split, list(unlisted.values()), len(names))
         names = [n for n in names if n not in unlisted]
         if not names:
-            raise ValueError(f"{subset}/{split}: no usable images left")
+            raise BadFileError(f"{subset}/{split}: no usable images left")
         whole = self.val_mode == "whole" and split == self.val_split and isinstance(transform, WholeImage)
         return InstanceDataset(names, reader, index, transform, self.min_visible, whole, subset)
 

@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 from torchmetrics.detection import MeanAveragePrecision
 
+from samrs.errors import ConfigError
+
 BACKENDS = ("auto", "pycocotools", "faster_coco_eval")
 IOU_TYPES = ("bbox", "segm")
 SUMMARY = {"mAP": "map", "AP50": "map_50", "AP75": "map_75", "APs": "map_small", "APm": "map_medium",
@@ -28,7 +30,7 @@ SUMMARY = {"mAP": "map", "AP50": "map_50", "AP75": "map_75", "APs": "map_small",
 def resolve_backend(backend: str) -> str:
     """`auto`: faster_coco_eval when it is installed (faster on many detections), else pycocotools."""
     if backend not in BACKENDS:
-        raise ValueError(f"model.metric.backend={backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"model.metric.backend={backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
         return "faster_coco_eval" if importlib.util.find_spec("faster_coco_eval") else "pycocotools"
     return backend

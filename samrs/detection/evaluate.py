@@ -17,6 +17,7 @@ import torch.distributed as dist
 from lightning.pytorch import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from samrs.errors import ConfigError
 from samrs.detection.rotated import mask_rbox, rotated_map
 from samrs.labeling.rle import crop_to_rle
 from samrs.metrics import write_scores
@@ -100,8 +101,8 @@ def write_results(path: Path, images: list[dict[str, Any]], category_of: Mapping
 
 def _check_boxes(boxes: Any) -> str | None:
     if boxes not in BOXES:
-        raise ValueError(f"evaluate.boxes={boxes!r}; choose null (COCO boxes and masks) or rotated (also "
-                         f"rotated-box AP from the masks)")
+        raise ConfigError(f"evaluate.boxes={boxes!r}; choose null (COCO boxes and masks) or rotated (also "
+                          f"rotated-box AP from the masks)")
     return boxes
 
 

@@ -26,6 +26,7 @@ from transformers.models.mask2former.modeling_mask2former import (
     Mask2FormerTransformerModule,
 )
 
+from samrs.errors import ConfigError
 from samrs.classes import IGNORE_INDEX
 from samrs.models.segmentor import features_per_subset
 from samrs.models.weights import load_pretrained
@@ -51,8 +52,8 @@ class Mask2FormerDecoder(nn.Module):
                  encoder_feedforward_dim: int = 1024, dim_feedforward: int = 2048) -> None:
         super().__init__()
         if len(in_channels) != 4 or hidden_dim % 32:
-            raise ValueError(f"Mask2FormerDecoder needs 4 feature levels and a hidden_dim that is a multiple of 32 "
-                             f"(GroupNorm of 32 groups); got in_channels={list(in_channels)}, hidden_dim={hidden_dim}")
+            raise ConfigError(f"Mask2FormerDecoder needs 4 feature levels and a hidden_dim that is a multiple of 32 "
+                              f"(GroupNorm of 32 groups); got in_channels={list(in_channels)}, hidden_dim={hidden_dim}")
         # transformers counts the queries' first prediction as a layer: 9 layers are its decoder_layers=10.
         # (The config's default Swin backbone sub-config is never used: samrs' backbone is separate.)
         config = Mask2FormerConfig(feature_size=hidden_dim, mask_feature_size=hidden_dim, hidden_dim=hidden_dim,
@@ -164,12 +165,13 @@ class Mask2FormerSegmentor(nn.Module):
                  pretrained_parts: Sequence[str] | None = None) -> None:
         super().__init__()
         if not heads:
-            raise ValueError("the segmentor needs at least one head (subset name -> class count)")
+            raise ConfigError("the segmentor needs at least one head (subset name -> class count)")
         if concat_subsets not in (True, False, "auto"):
-            raise ValueError(f"concat_subsets must be true, false or auto, got {concat_subsets!r}")
+            raise ConfigError(f"concat_subsets must be true, false or auto, got {concat_subsets!r}")
         unknown = set(criterion or {}) - set(OFFICIAL_CRITERION)
         if unknown:
-            raise ValueError(f"model.net.criterion: unknown keys {sorted(unknown)}; known: {', '.join(OFFICIAL_CRITERION)}")
+            raise ConfigError(f"model.net.criterion: unknown keys {sorted(unknown)}; "
+                              f"known: {', '.join(OFFICIAL_CRITERION)}")
         self.backbone = backbone
         self.decoder = decoder(in_channels=backbone.channels, strides=backbone.strides)
         self.heads = nn.ModuleDict({k: nn.Linear(self.decoder.channels, int(n) + 1) for k, n in heads.items()})

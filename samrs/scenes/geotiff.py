@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from samrs.errors import ConfigError
 from samrs.scenes.generate import generate_scene
 from samrs.utils.geo import Georef, GeoTiffRows, crs_wkt, pixels_to_crs, write_vector
 
@@ -63,7 +64,7 @@ def write_geotiff_scenes(
     and the block). The boxes (each object's rotated box) go to `out/boxes.geojson` in EPSG:4326.
     """
     if not 1 <= bands <= len(BAND_NAMES):
-        raise ValueError(f"--bands {bands}: 1 to {len(BAND_NAMES)} bands")
+        raise ConfigError(f"--bands {bands}: 1 to {len(BAND_NAMES)} bands")
     out = Path(out)
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     classes, geometries, scene_names = [], [], []

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from samrs.errors import BadFileError, MissingPathError
 from samrs.classes import SubsetClasses
 from samrs.geometry import box_corners, polygon_area
 from samrs.sources.base import Problem, Report, Source, SourceItem
@@ -32,16 +33,16 @@ class CocoSource(Source):
                  subset: str = "coco", use_segmentation: bool = True, min_box_area: float = 1.0) -> None:
         self.annotations = Path(annotations)
         if not self.annotations.is_file():
-            raise FileNotFoundError(f"{self.annotations}: COCO annotation file not found (source.annotations)")
+            raise MissingPathError(f"{self.annotations}: COCO annotation file not found (source.annotations)")
         self.root = Path(root) if root else self.annotations.parent
         if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: image folder not found (source.root)")
+            raise MissingPathError(f"{self.root}: image folder not found (source.root)")
         try:
             coco = json.loads(self.annotations.read_text(encoding="utf-8-sig"))
             self.categories = {int(c["id"]): str(c["name"]) for c in coco.get("categories", [])}
             self.images = {int(i["id"]): i for i in coco["images"]}
         except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{self.annotations}: not a COCO file with images and categories ({err})") from None
+            raise BadFileError(f"{self.annotations}: not a COCO file with images and categories ({err})") from None
         self.by_image: dict[int, list[dict[str, Any]]] = {}
         self.orphans = []
         for ann in coco.get("annotations", []):

@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from samrs.errors import BadFileError, ConfigError, MissingPathError
 from samrs.classes import SubsetClasses
 from samrs.geometry import hbox_of, min_area_rect, rasterize_polygon
 from samrs.sources.base import Problem, Report, Source, SourceItem, WindowPixels
@@ -78,7 +79,7 @@ class GeoSource(Source):
         is_pattern = glob.has_magic(self.images)
         self.root = _pattern_root(self.images) if is_pattern else Path(self.images)
         if not is_pattern and not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: source.images is neither a folder of rasters nor a glob pattern")
+            raise MissingPathError(f"{self.root}: source.images is neither a folder of rasters nor a glob pattern")
         self.class_field = class_field
         self.bands = None if bands is None else tuple(int(b) for b in bands)
         self.stretch = Stretch(**{k: tuple(v) if isinstance(v, list) else v for k, v in (stretch or {}).items()})
@@ -102,8 +103,8 @@ class GeoSource(Source):
         else:
             found = list_files(self.root, self.image_suffixes)
         if not found:
-            raise FileNotFoundError(f"{self.images}: no raster ({', '.join(self.image_suffixes)}) found "
-                                    f"(source.images: a folder or a glob pattern)")
+            raise MissingPathError(f"{self.images}: no raster ({', '.join(self.image_suffixes)}) found "
+                                   f"(source.images: a folder or a glob pattern)")
         return found
 
     @property
@@ -125,16 +126,16 @@ class GeoSource(Source):
             return [Path(p) for p in sorted(glob.glob(self.vectors.replace("{name}", "*")))]
         folder = Path(self.vectors)
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: source.vectors is neither a vector file, a folder of them nor a "
-                                    f"pattern with {{name}}")
+            raise MissingPathError(f"{folder}: source.vectors is neither a vector file, a folder of them nor a "
+                                   f"pattern with {{name}}")
         return [p for p in sorted(folder.iterdir()) if p.suffix.lower() in self.vector_suffixes]
 
     def _class_values(self, files: list[Path]) -> list[str]:
         """Every class value of the vector files, sorted (numbers by value; source.classes=null)."""
         values = {v for path in files for v in read_vector_classes(path, self.class_field) if v is not None}
         if not values:
-            raise ValueError(f"{self.vectors}: no feature with a {self.class_field!r} value; set source.class_field "
-                             f"to the attribute that names the classes, or give source.classes")
+            raise ConfigError(f"{self.vectors}: no feature with a {self.class_field!r} value; set source.class_field "
+                              f"to the attribute that names the classes, or give source.classes")
         numbers = all(isinstance(v, (int, float, np.number)) for v in values)
         return [str(v) for v in sorted(values)] if numbers else sorted(str(v) for v in values)
 
@@ -186,8 +187,8 @@ class GeoSource(Source):
 
     def _features_of(self, vectors: VectorFile, info: RasterInfo, report: Report) -> list:
         if vectors.crs is not None and not info.georef.has_crs:
-            raise ValueError(f"{info.path} has no CRS but {vectors.path} is in {vectors.crs}: the boxes cannot be "
-                             f"placed (give the raster its CRS, or boxes in its pixel coordinates without a CRS)")
+            raise BadFileError(f"{info.path} has no CRS but {vectors.path} is in {vectors.crs}: the boxes cannot be "
+                               f"placed (give the raster its CRS, or boxes in its pixel coordinates without a CRS)")
         features, not_polygons = vectors.in_pixels(info.georef, info.width, info.height)
         for index in not_polygons:
             report(Problem(str(vectors.path), index + 1, "malformed_vector",

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 import yaml
 
+from samrs.errors import BadFileError, MissingPathError
 from samrs.classes import SubsetClasses
 from samrs.sources.base import Problem, Report, Source, SourceItem
 from samrs.sources.common import ObjectChecker, checked_size, list_files, require_dir, split_names, unique_items
@@ -26,16 +27,16 @@ from samrs.utils.io import IMAGE_SUFFIXES
 def read_names(path: Path) -> list[str]:
     """The class names of an Ultralytics dataset YAML, in index order."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: dataset YAML not found (source.data_yaml), or give source.names")
+        raise MissingPathError(f"{path}: dataset YAML not found (source.data_yaml), or give source.names")
     names = (yaml.safe_load(path.read_text()) or {}).get("names")
     if isinstance(names, dict):
         keys = sorted(int(k) for k in names)
         if keys != list(range(len(keys))):
-            raise ValueError(f"{path}: names must be numbered 0..{len(keys) - 1}, got {keys}")
+            raise BadFileError(f"{path}: names must be numbered 0..{len(keys) - 1}, got {keys}")
         return [str(names[k] if k in names else names[str(k)]) for k in keys]
     if isinstance(names, list):
         return [str(n) for n in names]
-    raise ValueError(f"{path}: no `names` list or mapping")
+    raise BadFileError(f"{path}: no `names` list or mapping")
 
 
 class YoloObbSource(Source):

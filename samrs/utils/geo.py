@@ -30,6 +30,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.features import shapes
 from rasterio.windows import Window
 
+from samrs.errors import ConfigError
 from samrs.utils.io import atomic_path
 
 # GDAL's and pyogrio's notes ("Created 16 records", harmless TIFF tag notices) are not a run's news
@@ -122,7 +123,7 @@ def rgb_bands(info: RasterInfo, bands: Sequence[int] | None = None) -> tuple[int
         bands = tuple(int(b) for b in bands)
         bad = [b for b in bands if not 1 <= b <= info.count]
         if len(bands) != 3 or bad:
-            raise ValueError(f"{info.path}: source.bands={list(bands)} must name 3 of its bands 1..{info.count}")
+            raise ConfigError(f"{info.path}: source.bands={list(bands)} must name 3 of its bands 1..{info.count}")
         return bands
     names = list(info.colorinterp)
     if all(c in names for c in ("red", "green", "blue")):
@@ -188,7 +189,7 @@ class Stretch:
     def __post_init__(self) -> None:
         lo, hi = self.percentiles
         if not 0 <= lo < hi <= 100:
-            raise ValueError(f"source.stretch.percentiles={list(self.percentiles)}: need 0 <= low < high <= 100")
+            raise ConfigError(f"source.stretch.percentiles={list(self.percentiles)}: need 0 <= low < high <= 100")
 
     def limits(self, info: RasterInfo, bands: Sequence[int]) -> list[tuple[float, float]] | None:
         """(low, high) value per band, or None when the bands are 8-bit and kept as they are."""
@@ -311,7 +312,7 @@ def _check_vector_field(path: str | os.PathLike, class_field: str) -> None:
     except Exception as err:  # pyogrio's DataSourceError and friends: the file is not a vector file
         raise OSError(f"{path}: cannot read the vector file ({err})") from None
     if class_field not in fields:
-        raise ValueError(f"{path}: no attribute {class_field!r} (source.class_field); it has {', '.join(fields)}")
+        raise ConfigError(f"{path}: no attribute {class_field!r} (source.class_field); it has {', '.join(fields)}")
 
 
 @dataclass
@@ -432,7 +433,7 @@ def vector_driver(path: str | os.PathLike) -> str:
     drivers = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "FlatGeobuf",
                ".shp": "ESRI Shapefile"}
     if suffix not in drivers:
-        raise ValueError(f"{path}: unknown vector format {suffix!r}; use one of {', '.join(drivers)}")
+        raise ConfigError(f"{path}: unknown vector format {suffix!r}; use one of {', '.join(drivers)}")
     return drivers[suffix]
 
 
