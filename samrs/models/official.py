@@ -139,14 +139,7 @@ def official_state(state: Mapping[str, torch.Tensor], net: MultiHeadSegmentor,
     if not isinstance(net.backbone, TimmBackbone) or net.neck is not None or not net.shared_decoder or net.has_aux:
         raise ConfigError("an official file fits a MultiHeadSegmentor with a TimmBackbone, no neck, one shared "
                           "decoder and no auxiliary head (the official model)")
-    by_part: dict[str, dict[str, torch.Tensor]] = {}
-    for k, v in state.items():
-        part, _, rest = k.partition(".")
-        by_part.setdefault("heads" if part.startswith("semseghead") else part, {})[k if part.startswith("semseghead") else rest] = v
-    unknown = sorted(set(by_part) - {"encoder", "decoder", "heads"})
-    if unknown:
-        raise BadFileError(f"not an official SAMRS model: unexpected parts {unknown} (expected encoder, decoder, "
-                           f"semseghead*)")
+    by_part = official_parts(state)
     out: dict[str, torch.Tensor] = {}
     if "backbone" in parts:
         out.update(official_backbone_state(by_part.get("encoder", {}), net.backbone))
@@ -154,12 +147,33 @@ def official_state(state: Mapping[str, torch.Tensor], net: MultiHeadSegmentor,
         out.update({f"decoder.{k}": v for k, v in _decoder_state(by_part.get("decoder", {}), net.decoder).items()})
     if "heads" in parts:
         out.update(_head_state(by_part.get("heads", {}), net))
-    # samrs' part names are the same: backbone, decoder, heads
+    return check_official_fit(net, parts, out, "the official weights")
+
+
+def official_parts(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """An official file's tensors by part: "encoder" and "decoder" (keys without the part's name) and
+    "heads" (semseghead*, keys whole); any other part is an error."""
+    by_part: dict[str, dict[str, torch.Tensor]] = {}
+    for k, v in state.items():
+        part, _, rest = k.partition(".")
+        head = part.startswith("semseghead")
+        by_part.setdefault("heads" if head else part, {})[k if head else rest] = v
+    unknown = sorted(set(by_part) - {"encoder", "decoder", "heads"})
+    if unknown:
+        raise BadFileError(f"not an official SAMRS model: unexpected parts {unknown} (expected encoder, decoder, "
+                           f"semseghead*)")
+    return by_part
+
+
+def check_official_fit(net: nn.Module, parts: Sequence[str], found: dict[str, torch.Tensor],
+                       what: str) -> dict[str, torch.Tensor]:
+    """`found` when it holds every tensor of `net`'s `parts` (samrs' part names: backbone, decoder,
+    heads) in its shape and nothing else; else an error naming the keys."""
     expected = {k: v.shape for k, v in net.state_dict().items() if k.split(".", 1)[0] in parts}
-    problem = describe_mismatch(expected, out)
+    problem = describe_mismatch(expected, found)
     if problem:
-        raise BadFileError(f"the official weights do not fit this model: {problem}")
-    return out
+        raise BadFileError(f"{what} do not fit this model: {problem}")
+    return found
 
 
 def official_backbone_state(encoder: Mapping[str, torch.Tensor], backbone: TimmBackbone) -> dict[str, torch.Tensor]:

@@ -20,8 +20,8 @@ import torch
 from samrs.errors import BadFileError
 from samrs.models.backbone import TimmBackbone
 from samrs.models.mask2former import Mask2FormerDecoder, Mask2FormerSegmentor
-from samrs.models.official import default_subsets, strip_data_parallel
-from samrs.models.weights import describe_mismatch
+from samrs.models.official import (check_official_fit, default_subsets, official_backbone_state, official_parts,
+                                   strip_data_parallel)
 
 
 _TD = r"transformer_decoder\.layers\.(\d+)\."
@@ -107,25 +107,15 @@ def official_mask2former_state(state: Mapping[str, torch.Tensor], net: Mask2Form
     The heads go to `net`'s subsets in order (semseghead_1..3, or the one fine-tuning head). Every
     tensor of a chosen part must find its place and every place its tensor: anything else is a
     BadFileError naming the keys."""
-    by_part: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        part, _, rest = key.partition(".")
-        by_part.setdefault("heads" if part.startswith("semseghead") else part, {})[key if part.startswith("semseghead") else rest] = value
-    unknown = sorted(set(by_part) - {"encoder", "decoder", "heads"})
-    if unknown:
-        raise BadFileError(f"not an official SAMRS model: unexpected parts {unknown} (expected encoder, decoder, semseghead*)")
+    by_part = official_parts(state)
     out: dict[str, torch.Tensor] = {}
-    if "backbone" in parts:  # the official mmseg ResNet and timm's share torchvision's names
-        out.update({f"backbone.model.{k}": v for k, v in by_part.get("encoder", {}).items()})
+    if "backbone" in parts:
+        out.update(official_backbone_state(by_part.get("encoder", {}), net.backbone))
     if "decoder" in parts:
         out.update({f"decoder.{k}": v for k, v in decoder_state(by_part.get("decoder", {})).items()})
     if "heads" in parts:
         out.update(_head_state(by_part.get("heads", {}), net))
-    expected = {k: v.shape for k, v in net.state_dict().items() if k.split(".", 1)[0] in parts}
-    problem = describe_mismatch(expected, out)
-    if problem:
-        raise BadFileError(f"the official Mask2Former weights do not fit this model: {problem}")
-    return out
+    return check_official_fit(net, parts, out, "the official Mask2Former weights")
 
 
 def _head_state(state: Mapping[str, torch.Tensor], net: Mask2FormerSegmentor) -> dict[str, torch.Tensor]:
