@@ -11,7 +11,9 @@ Every model runs in its own process (so that its peak memory is its own), `--rep
 turns; a model's time is the median over its steps and rounds. Reported per model: seconds per step,
 images/s, peak memory (CPU: the process's peak resident memory above what it held after building
 the model and batch; GPU: torch's peak allocated memory) and both as ratios to timm's Swin-T.
-Backbones not registered yet (the zoo branches not merged) are listed as such.
+Backbones not registered yet (the zoo branches not merged) are listed as such. `--in-process` (CUDA)
+runs them all in this process instead, one after the other: torch's peak counters are reset per model,
+and the run saves a CUDA start-up per model (what the one-script GPU run needs).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +57,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     p.add_argument("--repeats", type=int, default=2, help="rounds over all models")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--in-process", action="store_true", help="every model in this process (CUDA: no start-up per model)")
+    p.add_argument("--json", type=Path, default=None, help="write the figures here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -103,6 +108,19 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     return {"name": name, "times": times, "peak_mb": peak, "params_m": params, "width": net.decoder.channels}
 
 
+def run_in_process(name: str, args: argparse.Namespace) -> dict | None:
+    """measure() here; its model and batch are freed before the next model's peak counter is reset."""
+    try:
+        return measure(name, args)
+    except RuntimeError as error:
+        if "Unknown model" in str(error):
+            return None
+        raise
+    finally:
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+
+
 def run_child(name: str, args: argparse.Namespace) -> dict | None:
     cmd = [sys.executable, __file__, "--child", name, "--device", args.device, "--batch", str(args.batch),
            "--crop", str(args.crop), "--precision", args.precision, "--steps", str(args.steps),
@@ -120,6 +138,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child, args)))
         return
+    if args.in_process and args.device != "cuda":
+        print("--in-process on the CPU: the peak memory figures are the process's, not each model's")
+    run = run_in_process if args.in_process else run_child
     names = [BASELINE] + [n for n in args.models if n != BASELINE]
     results: dict[str, dict] = {}
     missing = set()
@@ -127,13 +148,14 @@ def main() -> None:
         for name in names:
             if name in missing:
                 continue
-            out = run_child(name, args)
+            out = run(name, args)
             if out is None:
                 missing.add(name)
                 continue
             kept = results.setdefault(name, {**out, "times": [], "peaks": []})
             kept["times"] += out["times"]
             kept["peaks"].append(out["peak_mb"])
+            print(f"  {name}: {statistics.median(out['times']):.3f} s/step, {out['peak_mb']:.0f} MiB", flush=True)
     base = results[BASELINE]
     base_t, base_m = statistics.median(base["times"]), max(base["peaks"])
     print(f"device {args.device}, batch {args.batch}, {args.crop} px, precision {args.precision}, "
@@ -141,14 +163,22 @@ def main() -> None:
     print("| backbone (timm) | params (M) | UperNet width | s / step | images / s | time vs Swin-T | "
           "peak memory (MiB) | memory vs Swin-T |")
     print("|---|---|---|---|---|---|---|---|")
+    figures: dict[str, dict] = {}
     for name in names:
         if name in missing:
             print(f"| `{name}` | not registered (its branch is not merged) | | | | | | |")
+            figures[name] = {"registered": False}
             continue
         r = results[name]
         t, m = statistics.median(r["times"]), max(r["peaks"])
         print(f"| `{name}` | {r['params_m']:.1f} | {r['width']} | {t:.3f} | {args.batch / t:.2f} | {t / base_t:.2f} | "
               f"{m:.0f} | {m / base_m:.2f} |")
+        figures[name] = {"params_m": r["params_m"], "width": r["width"], "s_per_step": t, "images_per_s": args.batch / t,
+                         "peak_mb": m, "time_vs_baseline": t / base_t, "memory_vs_baseline": m / base_m}
+    if args.json:
+        args.json.write_text(json.dumps({"device": args.device, "batch": args.batch, "crop": args.crop,
+                                         "precision": args.precision, "steps": args.steps, "repeats": args.repeats,
+                                         "baseline": BASELINE, "models": figures}, indent=2))
 
 
 if __name__ == "__main__":

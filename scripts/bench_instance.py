@@ -20,6 +20,7 @@ peak). Prints step time, images/s, peak memory and the instance/semantic ratios.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -55,6 +56,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--json", type=Path, default=None, help="write the figures here")
     return p.parse_args()
 
 
@@ -177,8 +179,16 @@ def main() -> None:
         print(f"| {k} ({args.instance if k == 'instance' else args.semantic}) | {step[k]:.3f} | "
               f"{args.batch / step[k]:.1f} | {memory[k]:.2f} |")
     ratio = statistics.median(a[0] / b[0] for a, b in zip(results["instance"], results["semantic"]))
-    print(f"instance / semantic: {ratio:.2f}x time per step (median of the rounds' ratios), "
-          f"{memory['instance'] / max(memory['semantic'], 1e-9):.2f}x peak memory")
+    memory_ratio = memory["instance"] / max(memory["semantic"], 1e-9)
+    print(f"instance / semantic: {ratio:.2f}x time per step (median of the rounds' ratios), {memory_ratio:.2f}x peak memory")
+    if args.json:
+        experiments = {"semantic": args.semantic, "instance": args.instance}
+        args.json.write_text(json.dumps({
+            "device": args.device, "batch": args.batch, "crop": args.crop, "instances": args.instances,
+            "precision": args.precision, "steps": args.steps, "repeats": args.repeats,
+            **{k: {"experiment": experiments[k], "s_per_step": step[k], "images_per_s": args.batch / step[k],
+                   "peak_gib": memory[k]} for k in tasks},
+            "instance_over_semantic_step_time": ratio, "instance_over_semantic_memory": memory_ratio}, indent=2))
 
 
 if __name__ == "__main__":

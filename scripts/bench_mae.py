@@ -19,6 +19,7 @@ baseline measured in the same run.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -46,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data", action="store_true", help="also time the input pipeline (CPU)")
     p.add_argument("--scenes", type=int, default=4, help="1024 x 1024 scenes for --data")
     p.add_argument("--samples", type=int, default=200, help="samples per --data measurement")
+    p.add_argument("--json", type=Path, default=None, help="write the figures here")
     return p.parse_args()
 
 
@@ -81,7 +83,7 @@ def step_time(model: torch.nn.Module, loss_of, images: torch.Tensor, args: argpa
     return statistics.median(times)
 
 
-def bench_steps(args: argparse.Namespace) -> None:
+def bench_steps(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     images = torch.randn(args.batch, 3, args.input, args.input, device=device)
     mae = MaskedAutoencoder(img_size=args.input).to(device)
@@ -102,15 +104,19 @@ def bench_steps(args: argparse.Namespace) -> None:
     mae_name, vit_name = list(sides)
     print(f"training step, batch {args.batch} of {args.input} px, {args.device}"
           f"{' bf16 autocast' if args.device == 'cuda' else ''}, {torch.get_num_threads()} threads:")
-    for name, times in rounds.items():
+    figures: dict = {"batch": args.batch, "input": args.input, "device": args.device,
+                     "precision": "bf16" if args.device == "cuda" else "32"}
+    for key, (name, times) in zip(("mae", "vit_b"), rounds.items()):
         median = statistics.median(times)
         memory = f", peak {peaks[name]:.1f} GiB" if name in peaks else ""
         print(f"  {name:<36} {median * 1000:9.1f} ms/step  {args.batch / median:8.1f} images/s{memory}")
+        figures[key] = {"name": name, "s_per_step": median, "images_per_s": args.batch / median, "peak_gib": peaks.get(name)}
     ratio = statistics.median(v / m for m, v in zip(rounds[mae_name], rounds[vit_name]))
     print(f"  MAE step speed / ViT-B step speed: {ratio:.2f}x")
+    return figures | {"mae_over_vit_b_speed": ratio}
 
 
-def bench_data(args: argparse.Namespace) -> None:
+def bench_data(args: argparse.Namespace) -> dict:
     from samrs.scenes.subset import write_generated_subset
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,6 +156,7 @@ def bench_data(args: argparse.Namespace) -> None:
             print(f"  {name:<30} {statistics.median(values):8.1f} samples/s")
         ratio = statistics.median(a / b for a, b in zip(*rates.values()))
         print(f"  ratio: {ratio:.1f}x")
+        return {"samples_per_s": {k: statistics.median(v) for k, v in rates.items()}, "ratio": ratio}
 
 
 def main() -> None:
@@ -158,9 +165,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
-    bench_steps(args)
+    figures = {"step": bench_steps(args)}
     if args.data:
-        bench_data(args)
+        figures["data"] = bench_data(args)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

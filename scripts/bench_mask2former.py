@@ -47,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--json", type=Path, default=None, help="write the figures here")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -125,14 +126,22 @@ def main() -> None:
         print(f"  round {i + 1}: " + ", ".join(f"{n} {runs[n][-1]['steps_per_s']:.3f} steps/s" for n in MODELS))
     where = "GPU (torch peak allocated)" if args.device == "cuda" else "CPU (resident set, peak during the steps)"
     print(f"| model | parameters | steps/s | images/s | step memory, {where} |\n|---|---:|---:|---:|---:|")
+    models = {}
     for name, rs in runs.items():
         sps = statistics.median(r["steps_per_s"] for r in rs)
         mem = statistics.median(r["peak_mib"] for r in rs)
         print(f"| ResNet-50 + {name} | {rs[0]['params_m']:.1f} M | {sps:.3f} | {sps * args.batch:.1f} | {mem:.0f} MiB |")
+        models[name] = {"experiment": MODELS[name] + suffix, "params_m": rs[0]["params_m"], "steps_per_s": sps,
+                        "images_per_s": sps * args.batch, "step_memory_mib": mem}
     time_ratio = statistics.median(u["steps_per_s"] / m["steps_per_s"] for u, m in zip(runs["UperNet"], runs["Mask2Former"]))
     mem_ratio = statistics.median(r["peak_mib"] for r in runs["Mask2Former"]) / statistics.median(
         r["peak_mib"] for r in runs["UperNet"])
     print(f"Mask2Former / UperNet: step time x{time_ratio:.2f}, step memory x{mem_ratio:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"device": args.device, "batch": args.batch, "crop": args.crop,
+                                         "precision": args.precision, "steps": args.steps, "repeats": args.repeats,
+                                         "models": models, "mask2former_over_upernet_step_time": time_ratio,
+                                         "mask2former_over_upernet_memory": mem_ratio}, indent=2))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ and the Lightning overhead.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -49,6 +51,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--json", type=Path, default=None, help="write the figures here")
     return p.parse_args()
 
 
@@ -144,12 +147,17 @@ def lightning_loop(model_cfg: Any, batch: dict, args: argparse.Namespace, total_
     return steps_per_second(timer.starts)
 
 
-def peak_memory(device: str) -> str:
+def peak_memory(device: str) -> float | None:
+    """Torch's peak allocated GiB since the last call (CUDA), None on the CPU."""
     if device != "cuda":
-        return "-"
+        return None
     gib = torch.cuda.max_memory_allocated() / 2**30
     torch.cuda.reset_peak_memory_stats()
-    return f"{gib:.1f} GiB"
+    return gib
+
+
+def gib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} GiB"
 
 
 def main() -> None:
@@ -174,10 +182,18 @@ def main() -> None:
             print(f"  round {i + 1}: plain {plain[-1]:.3f} steps/s, Lightning {lit[-1]:.3f} steps/s")
     p, q = statistics.median(plain), statistics.median(lit)
     print(f"| loop | steps/s | images/s | peak GPU memory |\n|---|---:|---:|---:|\n"
-          f"| plain PyTorch | {p:.3f} | {p * args.batch:.1f} | {mem_plain} |\n"
-          f"| samrs SegmentationTask + Trainer | {q:.3f} | {q * args.batch:.1f} | {mem_lit} |")
+          f"| plain PyTorch | {p:.3f} | {p * args.batch:.1f} | {gib(mem_plain)} |\n"
+          f"| samrs SegmentationTask + Trainer | {q:.3f} | {q * args.batch:.1f} | {gib(mem_lit)} |")
     overhead = statistics.median(a / b for a, b in zip(plain, lit)) - 1
     print(f"Lightning overhead: {100 * overhead:+.1f}% time per step (median of the rounds' ratios; target <= 5%)")
+    if args.json:
+        loops = {"plain": (p, mem_plain, plain), "lightning": (q, mem_lit, lit)}
+        args.json.write_text(json.dumps({
+            "experiment": args.experiment, "device": args.device, "batch": args.batch, "crop": args.crop,
+            "precision": args.precision, "steps": args.steps, "repeats": args.repeats,
+            **{k: {"steps_per_s": v, "images_per_s": v * args.batch, "peak_gib": m, "rounds_steps_per_s": r}
+               for k, (v, m, r) in loops.items()},
+            "lightning_overhead": overhead}, indent=2))
 
 
 if __name__ == "__main__":
