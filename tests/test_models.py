@@ -197,3 +197,22 @@ def test_progress_bar_leaves_out_the_logger_version():
 
     with mock.patch.object(RichProgressBar, "get_metrics", return_value={"v_num": 0, "train/loss": 1.5}):
         assert StepAwareRichProgressBar().get_metrics(None, None) == {"train/loss": 1.5}
+
+
+def test_loss_of_a_batch_without_labelled_pixels_is_zero_not_nan():
+    """Sparse objects on large tiles leave whole crops ignored (255): the step adds nothing to the
+    loss instead of a NaN (F.cross_entropy's mean over no pixels); otherwise the loss is the mean."""
+    import torch.nn.functional as F
+
+    from samrs.tasks import SegmentationTask
+
+    task = SegmentationTask(segmentor(), partial(torch.optim.AdamW, lr=1e-3))
+    logits = torch.randn(2, 18, 8, 8, requires_grad=True)
+    ignored = torch.full((2, 8, 8), 255)
+    loss = task._loss(logits, ignored)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+    mask = ignored.clone()
+    mask[0, :4] = torch.randint(0, 18, (4, 8))
+    assert torch.allclose(task._loss(logits, mask), F.cross_entropy(logits, mask, ignore_index=255))

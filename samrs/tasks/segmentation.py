@@ -102,7 +102,10 @@ class SegmentationTask(L.LightningModule):
                 part.compile(dynamic=False)
 
     def _loss(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, mask, ignore_index=self.hparams.ignore_index)
+        """Mean cross-entropy over the labelled pixels; 0 (not NaN, as F.cross_entropy's mean gives) for
+        a batch without one: sparse objects on large tiles leave whole crops ignored (255)."""
+        total = F.cross_entropy(logits, mask, ignore_index=self.hparams.ignore_index, reduction="sum")
+        return total / (mask != self.hparams.ignore_index).sum().clamp(min=1)
 
     def _logging_step(self) -> bool:
         trainer = self._trainer
