@@ -83,6 +83,8 @@ def check_start(cfg: DictConfig) -> None:
         experiment = f"sep_{cfg.get('model_key')}{cfg.get('sep_run_suffix') or ''}"  # sep_r50_upernet_debug
         hint = (f"; run the pre-training first (python -m samrs.train experiment={experiment}"
                 f"{f' start={pre_start}' if pre_start else ''})" if start.key.endswith("sep") else "")
+        if start.key == "official_sep":  # a released file, not one of ours
+            hint = "; give a released SEP file (docs/models.md, 'Official SAMRS weight files')"
         if start.get("made_by"):  # a start written by another job (start=samrs_mae: the MAE pre-training)
             hint = f"; run {start.made_by} first, or give a released file"
         raise MissingPathError(f"start={start.key}: no weight file {path} (set start.checkpoint=FILE{hint})")
@@ -125,9 +127,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = cfg.paths.output_dir
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-    if ckpt_path is None and cfg.get("train"):
-        rank_zero_only(keep_previous_checkpoints)(output_dir)
-
     check_start(cfg)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     fill_heads_from_data(cfg, datamodule)
@@ -140,6 +139,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         check_resume_checkpoint(model, ckpt_path)
         continue_wandb_run(cfg)
         continue_csv_log(cfg, ckpt_path)
+    elif cfg.get("train"):  # only once the run is sure to start: a refused one leaves the earlier run whole
+        rank_zero_only(keep_previous_checkpoints)(output_dir)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

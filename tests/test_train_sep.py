@@ -263,3 +263,18 @@ def test_resume_continues_the_runs_wandb_run(tmp_path):
 def test_one_image_of_a_subset_per_step_is_explained(generated_subsets, tmp_path):
     with pytest.raises(ValueError, match=r"per-subset batch sizes .*raise data.batch_size"):
         run("sep_convnext_t_debug", tmp_path, generated_subsets, "data.batch_size=3")
+
+
+def test_a_refused_fresh_run_leaves_the_earlier_runs_checkpoints_in_place(tmp_path):
+    """A fresh run moves the earlier run's checkpoints aside only once it is sure to start: a missing
+    start file stops it first, and `ckpt_path=<run>` still finds last.ckpt."""
+    from samrs.errors import MissingPathError
+
+    earlier = tmp_path / "checkpoints" / "last.ckpt"
+    earlier.parent.mkdir()
+    earlier.write_bytes(b"the earlier run")
+    cfg = compose_train(["experiment=ft_potsdam_r50_upernet_debug", "start=official_sep",
+                         f"start.checkpoint={tmp_path / 'missing.pth'}"], tmp_path)
+    with pytest.raises(MissingPathError, match="give a released SEP file"):
+        train(cfg)
+    assert earlier.read_bytes() == b"the earlier run" and not list(tmp_path.glob("checkpoints-*"))
