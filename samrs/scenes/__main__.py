@@ -27,7 +27,7 @@ SOURCES = {
 }
 # formats read through other keys than source.root + source.split: source -> {key: path under out}
 SOURCE_PATHS = {
-    "geotiff": ("geo", {"source.images": "images", "source.vectors": "boxes.geojson"}),
+    "geotiff": ("geo", {"source.images": "images", "source.vectors": "boxes.geojson"}),  # + every band kept
     "coco": ("coco", {"source.root": "images", "source.annotations": "annotations.json"}),
     "yolo_obb": ("yolo_obb", {"source.root": ""}),
 }
@@ -103,7 +103,8 @@ def next_steps(fmt: str, out: Path, subset: str) -> str:
         source, paths = SOURCE_PATHS[fmt]
         keys = " ".join(shell_arg(f"{k}={hydra_value(str(out / v if v else out))}") for k, v in paths.items())
         labeled = hydra_value(str(out / "labeled" / source))
-        return (f"label it: python -m samrs.label source={source} {keys} labeler=polygon_fill "
+        bands = " output.bands=all" if fmt == "geotiff" else ""  # the N-band subset data=geo trains on
+        return (f"label it: python -m samrs.label source={source} {keys} labeler=polygon_fill{bands} "
                 f"{shell_arg(f'output_dir={labeled}')}")
     lines = []
     for source, folder, split in SOURCES[fmt]:

@@ -87,3 +87,5 @@ def test_cli_prints_the_source_root_and_split_to_label_it(tmp_path, capsys, fmt)
         assert str(cfg.output_dir).startswith(str(out))
         listed = (out / "ImageSets" / "test.txt").read_text().split() if fmt == "hrsc2016" else range(4)  # its split
         assert len(instantiate(cfg.source).items(pytest.fail)) == len(listed) > 0
+        # GeoTIFF scenes are labeled with every band kept: the subset that data=geo trains on
+        assert cfg.output.bands == ("all" if fmt == "geotiff" else "rgb")
