@@ -21,7 +21,6 @@ whose class map exists is skipped, so an interrupted run resumes by scene.
 from __future__ import annotations
 
 import glob
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -310,19 +309,11 @@ def _progress(enabled: bool) -> Progress:
                     disable=not enabled)
 
 
-def run_job(cfg: DictConfig) -> None:
-    """The predict job; a usage error, a missing checkpoint or input is one line and exit status 2."""
-    apply_extras(cfg)
-    try:
-        predict(cfg)
-    except (UsageError, FileNotFoundError) as err:
-        print(err, file=sys.stderr)
-        sys.exit(2)
-
-
 @samrs_main("predict")
 def main(cfg: DictConfig) -> None:
-    run_job(cfg)
+    """The predict job; user errors (samrs.errors) are one `error:` line and exit status 2."""
+    apply_extras(cfg)
+    predict(cfg)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,11 @@ def test_a_missing_checkpoint_to_evaluate_leaves_nothing_behind(tmp_path):
     assert f"ckpt_path={tmp_path / 'none.ckpt'}: no checkpoint at" in line and "esum" not in line  # no resuming
     evaluations = tmp_path / "logs" / "evaluate"
     assert not evaluations.is_dir() or not list(evaluations.iterdir())  # no empty run folder
+    # samrs.predict says the same, as every job: one `error:` line, status 2
+    (tmp_path / "scenes").mkdir()
+    run = job("samrs.predict", f"ckpt_path={tmp_path / 'none.ckpt'}", f"inputs={tmp_path / 'scenes'}",
+              f"output_dir={tmp_path / 'maps'}", env=environment(tmp_path), cwd=tmp_path)
+    assert f"ckpt_path={tmp_path / 'none.ckpt'}: no checkpoint at" in error_line(run)
 
 
 def test_sep_start_of_a_debug_experiment_names_the_debug_pretraining(tmp_path):
