@@ -104,8 +104,10 @@ def next_steps(fmt: str, out: Path, subset: str) -> str:
         keys = " ".join(shell_arg(f"{k}={hydra_value(str(out / v if v else out))}") for k, v in paths.items())
         labeled = hydra_value(str(out / "labeled" / source))
         bands = " output.bands=all" if fmt == "geotiff" else ""  # the N-band subset data=geo trains on
+        note = ("\n(each scene holds one box on nodata on purpose: the label report lists it as nodata_box)"
+                if fmt == "geotiff" else "")
         return (f"label it: python -m samrs.label source={source} {keys} labeler=polygon_fill{bands} "
-                f"{shell_arg(f'output_dir={labeled}')}")
+                f"{shell_arg(f'output_dir={labeled}')}{note}")
     lines = []
     for source, folder, split in SOURCES[fmt]:
         root, labeled = hydra_value(str(out / folder if folder else out)), hydra_value(str(out / "labeled" / source))

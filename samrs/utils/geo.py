@@ -424,7 +424,8 @@ def write_vector(path: str | os.PathLike, layers: Mapping[str, tuple[Mapping[str
         for i, (layer, (columns, geometries, crs)) in enumerate(layers.items()):
             frame = gpd.GeoDataFrame(dict(columns), geometry=list(geometries),
                                      crs=None if crs is None else CRS.from_wkt(crs).to_wkt())
-            options = {"layer": layer} if path.suffix.lower() == ".gpkg" else {}
+            # GDAL names a GeoJSON's layer after the file it writes (here the temporary one) unless told
+            options = {"layer": layer if path.suffix.lower() == ".gpkg" else path.stem}
             frame.to_file(tmp, engine="pyogrio", driver=vector_driver(path), append=i > 0, **options)
 
 
