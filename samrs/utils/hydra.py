@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
+import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from samrs.errors import exit_on_user_error
+from samrs.errors import ConfigError, exit_on_user_error
 from samrs.utils.workers import usable_cores
 
 
@@ -23,9 +25,35 @@ def config_dir() -> str:
 
 def samrs_main(config_name: str) -> Callable:
     """hydra.main bound to samrs' config tree, independent of the current directory; a user error
-    (samrs.errors.UserError) ends the job with `error: <message>` and exit status 2."""
+    (samrs.errors.UserError) ends the job with `error: <message>` and exit status 2, and so does an
+    unknown option of a config group on the command line (`experiment=sep_swin_tt`), which Hydra
+    would answer with its whole list of options."""
     main = hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
-    return lambda task: main(exit_on_user_error(task))
+
+    def run(task: Callable) -> Callable:
+        def entry() -> None:
+            exit_on_user_error(check_group_options)(sys.argv[1:], Path(config_dir()))
+            main(exit_on_user_error(task))()
+
+        return entry
+
+    return run
+
+
+def check_group_options(args: Sequence[str], conf: Path) -> None:
+    """Refuse `group=option` overrides whose option has no config file, naming the closest options."""
+    for arg in args:
+        key, eq, value = arg.lstrip("+~").partition("=")
+        group = conf / key.replace(".", "/")
+        if not eq or key.startswith("hydra") or not group.is_dir() or value in ("", "null"):
+            continue
+        known = sorted(p.stem for p in group.glob("*.yaml"))
+        for option in value.strip("[]").split(","):  # a sweep (a,b) or a list ([a,b]) of options
+            if option and option not in known and "$" not in option and "(" not in option:
+                close = difflib.get_close_matches(option, known, n=3, cutoff=0.6)
+                hint = f"did you mean {' or '.join(close)}? " if close else ""
+                raise ConfigError(f"{key}={option}: no such option ({hint}the options are the files of "
+                                  f"{group.relative_to(conf.parent) if conf.parent in group.parents else group}/)")
 
 
 def run_name_of(ckpt_path: str | None) -> str:
