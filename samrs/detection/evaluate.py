@@ -138,5 +138,16 @@ def evaluate_instances(cfg: DictConfig, train_cfg: DictConfig, state_dict: Mappi
             log.info("COCO results files written to %s", out_dir / "results")
     if trainer.is_global_zero:
         write_scores(out_dir, scores, datamodule.class_names, checkpoint=ckpt_path, split=cfg.split, boxes=boxes)
-        log.info("metrics written to %s", out_dir / "metrics.md")
+        log.info("results (%s split):\n  %s\nmetrics written to %s", cfg.split, instance_headline(scores),
+                 out_dir / "metrics.md")
     return scores
+
+
+def instance_headline(scores: Mapping[str, Mapping[str, Any]]) -> str:
+    """One line per subset: box and mask mAP and AP50 in percent (and rotated-box mAP when scored)."""
+    def part(name: str, values: Mapping[str, Any]) -> str:
+        keys = ("mAP_voc07", "mAP_voc12") if name == "rotated" else ("mAP", "AP50")
+        return f"{name} " + " / ".join(f"{k} {100 * float(values[k]):.2f}" for k in keys if k in values)
+
+    return "\n  ".join(f"{subset}: " + ", ".join(part(k, s[k]) for k in ("bbox", "segm", "rotated") if k in s)
+                        for subset, s in scores.items())

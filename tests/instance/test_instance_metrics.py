@@ -222,3 +222,14 @@ def test_rbox_of_a_mask_is_its_minimum_area_rectangle():
     corners = mask_rbox(mask, [5, 10, 30, 20]).reshape(4, 2)
     np.testing.assert_allclose(sorted(map(tuple, corners)), [(5, 10), (5, 20), (30, 10), (30, 20)])
     np.testing.assert_allclose(mask_rbox(np.zeros((4, 4), bool), [1, 2, 3, 4]), [1, 2, 3, 2, 3, 4, 1, 4])
+
+
+def test_evaluate_prints_box_mask_and_rotated_ap_per_subset():
+    from samrs.detection.evaluate import instance_headline
+
+    scores = {"sota": {"bbox": {"mAP": 0.125, "AP50": 0.3}, "segm": {"mAP": 0.1, "AP50": 0.25},
+                       "rotated": {"mAP_voc07": 0.2, "mAP_voc12": 0.21}},
+              "fast": {"bbox": {"mAP": 0.0, "AP50": 0.05}, "segm": {"mAP": 0.01, "AP50": 0.02}}}
+    assert instance_headline(scores).splitlines() == [
+        "sota: bbox mAP 12.50 / AP50 30.00, segm mAP 10.00 / AP50 25.00, rotated mAP_voc07 20.00 / mAP_voc12 21.00",
+        "  fast: bbox mAP 0.00 / AP50 5.00, segm mAP 1.00 / AP50 2.00"]
