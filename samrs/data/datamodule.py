@@ -304,8 +304,10 @@ class SAMRSDataModule(L.LightningDataModule):
         if self.on_error == "raise":
             first = "; ".join(f"{p.path}: {p.message}" for p in problems[:3])
             more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+            advice = ("none is usable: check the subset's root and layout (data.subsets / data.root)"
+                      if len(problems) == total else "fix or remove them, or set data.on_error=skip to train without them")
             raise BadFileError(f"{subset}/{split}: {len(problems)} of {total} images are unusable ({first}{more}); "
-                               "fix or remove them, or set data.on_error=skip to train without them")
+                               f"{advice}")
         listed = "\n  ".join(f"{p.path}: {p.message}" for p in problems[:20])
         listed += "\n  ..." if len(problems) > 20 else ""
         log.warning("%s/%s: skipping %d of %d images:\n  %s", subset, split, len(problems), total, listed)

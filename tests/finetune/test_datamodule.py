@@ -129,8 +129,16 @@ def test_bad_label_files_stop_or_are_skipped(potsdam_dir, tmp_path):
         ready(finetune_data("potsdam_debug", tmp_path, *args))
     assert "top_potsdam_2_10_label_noBoundary.tif: 16 pixels of colours (12, 34, 56)" in str(err.value)
     assert "top_potsdam_3_11_RGB.tif" in str(err.value)
+    assert "data.on_error=skip" in str(err.value)
     skipped = ready(finetune_data("potsdam_debug", tmp_path, *args, "data.on_error=skip"))
     assert {n.split("__")[0] for n in skipped.train_sets["potsdam"].names} == {"2_11", "3_10"}
+    # a root where no image is usable is a wrong root, not bad files to skip
+    empty = tmp_path / "empty_potsdam"
+    shutil.copytree(root, empty)
+    for image in (empty / "2_Ortho_RGB").iterdir():
+        image.unlink()
+    with pytest.raises(ValueError, match=r"4 of 4 images are unusable .*none is usable: check the subset's root"):
+        ready(finetune_data("potsdam_debug", tmp_path, "data.generate=null", f"data.root={empty}"))
 
 
 @pytest.mark.parametrize("config", ["potsdam", "isaid", "vaihingen", "loveda"])
