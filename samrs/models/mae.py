@@ -24,7 +24,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from samrs.errors import BadFileError, ConfigError, MissingPathError
-from samrs.models.backbones.convert import unwrap_state_dict
+from samrs.models.weights import unwrap_checkpoint
 from samrs.utils.io import atomic_path
 from samrs.utils.logging import get_logger
 from samrs.utils.torchfiles import read_torch_file
@@ -228,7 +228,8 @@ class MaskedAutoencoder(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise MissingPathError(f"model.net.checkpoint={path}: no such MAE weight file")
-        state = unwrap_state_dict(read_torch_file(path, "MAE weight file", weights_only=False, mmap=True))
+        state = unwrap_checkpoint(read_torch_file(path, "MAE weight file", weights_only=False, mmap=True),
+                                  prefixes=("encoder.", "backbone."))
         own = self.state_dict()
         for key in FIXED_KEYS:
             if key in state and state[key].shape != own[key].shape:

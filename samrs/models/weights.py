@@ -9,6 +9,7 @@ aux_decoder.*); the per-subset classifiers are left out on purpose.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -47,23 +48,28 @@ def describe_mismatch(expected: Mapping[str, torch.Size], found: Mapping[str, to
     return "; ".join(parts)
 
 
-def unwrap_checkpoint(obj: Any, prefixes: Sequence[str] = ("backbone.", "encoder.")) -> dict[str, torch.Tensor]:
+def unwrap_checkpoint(obj: Any, prefixes: Sequence[str] = ("backbone.", "encoder."),
+                      wrappers: Sequence[str] = ("state_dict", "model")) -> dict[str, torch.Tensor]:
     """The backbone tensors of a published weight file, as the official loaders read them: the dict
-    under "state_dict" or "model" (or the file itself), without DataParallel's `module.` and, when
-    any key has one, only the keys under the first of `prefixes` found (a segmentation or MoBY
-    checkpoint: `backbone.*` / `encoder.*`; its decoder and heads are not backbone weights)."""
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+    under the first of `wrappers` present (or the file itself), without DataParallel's `module.`
+    components and, when any key has one, only the keys under the first of `prefixes` found (a
+    segmentation or MoBY checkpoint: `backbone.*` / `encoder.*`; its decoder and heads are not
+    backbone weights). Every backbone's `checkpoint_filter_fn` starts here."""
+    for key in wrappers:
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
             break
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+    if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
         raise ValueError("not a weight file: expected a state_dict, plain or under 'state_dict' / 'model'")
-    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    # `module.` anywhere: DataParallel around the whole model, or around a part (`encoder.module.*`)
+    state = {_MODULE.sub(r"\1", k): v for k, v in obj.items()}
     for prefix in prefixes:
         if any(k.startswith(prefix) for k in state):
-            # a DataParallel-wrapped part saves as `encoder.module.*`
-            return {k[len(prefix):].removeprefix("module."): v for k, v in state.items() if k.startswith(prefix)}
+            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     return state
+
+
+_MODULE = re.compile(r"(^|\.)module\.")
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -1,41 +1,14 @@
-"""Helpers of the zoo backbones' `checkpoint_filter_fn`s: unwrap the published weight files and keep
-the official `init_weights`' non-strict loading explicit (the parts a classification checkpoint
+"""Helpers of the zoo backbones' `checkpoint_filter_fn`s (which unwrap the published files with
+samrs.models.weights.unwrap_checkpoint): keep the official `init_weights`' non-strict loading explicit (the parts a classification checkpoint
 cannot have keep the model's own initialisation, everything else must be in the file)."""
 
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+from typing import Any, Iterable
 
 import torch
 from torch import nn
-
-# Wrappers of the published files: mmcv / MAE / DeiT dicts, DDP, and the encoder of a SAMRS model.
-WRAPPER_KEYS = ("state_dict", "model")
-MODEL_PREFIXES = ("encoder.", "backbone.")
-
-
-def unwrap_state_dict(state: Mapping[str, object]) -> dict[str, torch.Tensor]:
-    """The backbone's tensors from `{"state_dict": ...}`, `{"model": ...}` or a plain dict, without
-    `module.` prefixes; when some keys start with `encoder.` (a SAMRS SEP / fine-tuning checkpoint,
-    whose encoder is the backbone) or `backbone.` (mmseg), only those, stripped."""
-    for key in WRAPPER_KEYS:
-        if key in state and isinstance(state[key], Mapping):
-            state = state[key]
-            break
-    state = {_strip(k, "module."): v for k, v in state.items() if torch.is_tensor(v)}
-    for prefix in MODEL_PREFIXES:
-        inner = {_strip(k[len(prefix):], "module."): v for k, v in state.items() if k.startswith(prefix)}
-        if inner:
-            return inner
-    return state
-
-
-def _strip(key: str, prefix: str) -> str:
-    while key.startswith(prefix):
-        key = key[len(prefix):]
-    return key
-
 
 def drop_keys(state: dict[str, torch.Tensor], patterns: Iterable[str]) -> dict[str, torch.Tensor]:
     """`state` without the keys that match (re.match) one of `patterns`."""
@@ -53,3 +26,11 @@ def keep_model_init(state: dict[str, torch.Tensor], model: nn.Module, patterns: 
         if key not in out and any(p.match(key) for p in compiled):
             out[key] = value
     return out
+
+
+def vit_b_cfg(**kwargs: Any) -> dict[str, Any]:
+    """timm's pretrained config of the ViT-B-based zoo backbones (ViT-Adapter-B, ViT-B + RVSA): 224,
+    ImageNet normalisation, no classifier; `hf_hub_id` names the weights `pretrained=True` takes."""
+    return dict(url="", num_classes=0, input_size=(3, 224, 224), pool_size=None, crop_pct=1.0,
+                interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                first_conv="patch_embed.proj", classifier=None, **kwargs)

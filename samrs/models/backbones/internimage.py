@@ -28,6 +28,8 @@ from timm.models._features import feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from samrs.models.weights import unwrap_checkpoint
+
 __all__ = ["InternImage", "DCNv3", "dcnv3_sample", "checkpoint_filter_fn"]
 
 # The published ImageNet-1k classification weights (OpenGVLab/InternImage), {"model": ...} with a
@@ -461,15 +463,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: InternImage) -> dict
     come from models without layer scale: as the official loading (strict=False) leaves `gamma1` /
     `gamma2` at their initial value `layer_scale`, they are filled from `model` when the file has none.
     """
-    for key in ("state_dict", "model"):
-        if isinstance(state_dict.get(key), dict):
-            state_dict = state_dict[key]
-            break
-    state = {_strip_module(k): v for k, v in state_dict.items()}
-    for prefix in _WRAPPERS:
-        if any(k.startswith(prefix) for k in state):
-            state = {_strip_module(k[len(prefix):]): v for k, v in state.items() if k.startswith(prefix)}
-            break
+    state = unwrap_checkpoint(state_dict, prefixes=_WRAPPERS)
     state = {re.sub(r"\.layer_scale([12])$", r".gamma\1", k): v for k, v in state.items()}
     own = model.state_dict()
     if not hasattr(model, "head"):
@@ -478,12 +472,6 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: InternImage) -> dict
     if gammas and not any(k in state for k in gammas):
         state.update({k: own[k].clone() for k in gammas})
     return state
-
-
-def _strip_module(key: str) -> str:
-    """Without the `module.` components that DDP / DataParallel add (anywhere: the official SEP code
-    wraps the encoder itself in DataParallel on one machine)."""
-    return re.sub(r"(^|\.)module\.", r"\1", key)
 
 
 # ---- timm registration -----------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch.utils.checkpoint import checkpoint
 from torch import nn
 
-from samrs.models.backbones.convert import drop_keys, keep_model_init, unwrap_state_dict
+from samrs.models.backbones.convert import drop_keys, keep_model_init, vit_b_cfg
+from samrs.models.weights import unwrap_checkpoint
 from samrs.models.backbones.ops import MSDeformAttn
 
 __all__ = ["ViTAdapter", "checkpoint_filter_fn"]
@@ -428,18 +429,12 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: ViTAdapter) -> dict[
     loads them: the classifier, final norm and class token dropped; the adapter and the layer scales,
     which such files lack, keep the model's initialisation. The position embedding is loaded as it is
     (the official code does not resize it): a file for another grid fails the strict load."""
-    state = drop_keys(unwrap_state_dict(state_dict), _CLASSIFIER_KEYS)
+    state = drop_keys(unwrap_checkpoint(state_dict, prefixes=("encoder.", "backbone.")), _CLASSIFIER_KEYS)
     return keep_model_init(state, model, _ADAPTER_KEYS)
 
 
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return dict(url="", num_classes=0, input_size=(3, 224, 224), pool_size=None, crop_pct=1.0,
-                interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                first_conv="patch_embed.proj", classifier=None, **kwargs)
-
-
 # pretrained=True: DeiT-B, the official IMP start (deit_base_patch16_224-b5f2ef4d.pth), from timm's hub.
-default_cfgs = generate_default_cfgs({"vit_adapter_b": _cfg(hf_hub_id="timm/deit_base_patch16_224.fb_in1k")})
+default_cfgs = generate_default_cfgs({"vit_adapter_b": vit_b_cfg(hf_hub_id="timm/deit_base_patch16_224.fb_in1k")})
 
 
 @register_model

@@ -31,7 +31,8 @@ from timm.models._features import feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from samrs.models.backbones.convert import drop_keys, keep_model_init, unwrap_state_dict
+from samrs.models.backbones.convert import drop_keys, keep_model_init, vit_b_cfg
+from samrs.models.weights import unwrap_checkpoint
 
 __all__ = ["ViTRVSA", "checkpoint_filter_fn"]
 
@@ -380,19 +381,13 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: ViTRVSA) -> dict[str
     if model.in_chans != 3:
         patterns.append(r"patch_embed\.proj\.")
         foreign.append(r"patch_embed\.proj\.")
-    state = drop_keys(unwrap_state_dict(state_dict), foreign)
+    state = drop_keys(unwrap_checkpoint(state_dict, prefixes=("encoder.", "backbone.")), foreign)
     return keep_model_init(state, model, patterns)
-
-
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return dict(url="", num_classes=0, input_size=(3, 224, 224), pool_size=None, crop_pct=1.0,
-                interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                first_conv="patch_embed.proj", classifier=None, **kwargs)
 
 
 # pretrained=True: timm's ImageNet MAE ViT-B (not in the paper, whose start is MAE on MillionAID,
 # vit-b-checkpoint-1599.pth: give that file as the checkpoint).
-default_cfgs = generate_default_cfgs({"vit_b_rvsa": _cfg(hf_hub_id="timm/vit_base_patch16_224.mae")})
+default_cfgs = generate_default_cfgs({"vit_b_rvsa": vit_b_cfg(hf_hub_id="timm/vit_base_patch16_224.mae")})
 
 
 @register_model

@@ -27,6 +27,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from torch import nn
 
+from samrs.models.weights import unwrap_checkpoint
+
 __all__ = ["ViTAEv2", "checkpoint_filter_fn"]
 
 TOKEN_TYPES = ("swin", "transformer")
@@ -446,24 +448,6 @@ _REBUILT = ("relative_position_index", "relative_coords_table", "attn_mask")
 _UNUSED = re.compile(r"^norm\d\.")
 
 
-def _unwrap(state: dict[str, Any]) -> dict[str, Any]:
-    """The weights inside a training checkpoint, in the official order: state_dict, state_dict_ema, model."""
-    for key in ("state_dict", "state_dict_ema", "model"):
-        if isinstance(state.get(key), dict):
-            return state[key]
-    return state
-
-
-def _strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
-    """Backbone keys of DDP (`module.`), mmseg/mmdet (`backbone.`) and SAMRS SEP (`encoder.`) files; the
-    decoder and head keys of a whole-segmentor file are left out."""
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    for prefix in ("backbone.", "encoder."):
-        if any(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return state
-
-
 def _resize_table(table: torch.Tensor, length: int) -> torch.Tensor:
     """A (S1^2, heads) relative position table bicubically resized to (length, heads), as init_weights."""
     s1, s2, heads = int(table.shape[0] ** 0.5), int(length ** 0.5), table.shape[1]
@@ -481,7 +465,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: ViTAEv2) -> dict[str
     load leaves at its initial values (the unused per-level norms, and with relative_pos=False the unused
     relative tables) is taken from `model` where the file lacks it. Everything else is passed on, so a
     file of another architecture still fails a strict load."""
-    state = _strip_prefixes(_unwrap(state_dict))
+    state = unwrap_checkpoint(state_dict, wrappers=("state_dict", "state_dict_ema", "model"))
     own = model.state_dict()
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
