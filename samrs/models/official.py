@@ -132,7 +132,9 @@ def official_state(state: Mapping[str, torch.Tensor], net: MultiHeadSegmentor,
     backbone, decoder and heads. Every tensor of a chosen part must find its place and every place
     its tensor: anything else is an error naming the keys. A Mask2FormerSegmentor takes an official
     End_to_End Mask2Former file (samrs.models.official_mask2former)."""
-    if hasattr(net, "criteria"):  # Mask2FormerSegmentor (imported here: it builds on this module's users)
+    from samrs.models.mask2former import Mask2FormerSegmentor  # (whose converter builds on this module)
+
+    if isinstance(net, Mask2FormerSegmentor):
         from samrs.models.official_mask2former import official_mask2former_state
 
         return official_mask2former_state(state, net, parts)

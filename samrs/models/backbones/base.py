@@ -38,6 +38,17 @@ class LevelsBackbone(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+class Norm2d(nn.Module):
+    """LayerNorm over the channels of an NCHW map (key `ln`: the official ViT-B and RVSA necks' fpn1)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ln(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+
+
 def init_linear_and_norms(module: nn.Module) -> None:
     """Truncated normal (0.02) linear weights, zero biases, unit LayerNorms (module.apply)."""
     if isinstance(module, nn.Linear):

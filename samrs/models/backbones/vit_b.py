@@ -23,7 +23,7 @@ from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from samrs.models.backbones.base import LevelsBackbone, init_linear_and_norms
+from samrs.models.backbones.base import LevelsBackbone, Norm2d, init_linear_and_norms
 from samrs.models.weights import unwrap_checkpoint
 
 log = logging.getLogger(__name__)
@@ -38,17 +38,6 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
-
-
-class Norm2d(nn.Module):
-    """LayerNorm over the channels of an NCHW map (the official fpn1's `ln`)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.ln = nn.LayerNorm(dim, eps=1e-6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ln(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:

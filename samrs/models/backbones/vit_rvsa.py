@@ -31,6 +31,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from samrs.models.backbones.base import Norm2d
 from samrs.models.backbones.convert import drop_keys, keep_model_init, vit_b_cfg
 from samrs.models.weights import unwrap_checkpoint
 
@@ -202,17 +203,6 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.proj(x)
         return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
-
-
-class Norm2d(nn.Module):
-    """LayerNorm over the channels of an NCHW map (key: ln)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.ln = nn.LayerNorm(dim, eps=1e-6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ln(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
 
 
 class ViTRVSA(nn.Module):
