@@ -405,7 +405,7 @@ def run_labeling(
     except ValueError as err:
         raise UsageError(str(err)) from None
     deciding = {k: v for k, v in labeler_meta(labeler).items() if k not in NOT_DECIDING}
-    described = source.describe() if hasattr(source, "describe") else {}
+    described = source.describe()
     settings = {"source": source.name, "subset": source.classes.name, **deciding, "tiling": asdict(tiling),
                 "overlap": overlap, "write_color": write_color}
     if (output_format, output_bands) != ("png", "rgb") or described:  # (earlier runs' files lack them)

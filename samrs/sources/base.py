@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -143,6 +143,11 @@ class Source(ABC):
     @abstractmethod
     def read(self, item: SourceItem, report: Report) -> ImageRecord | None:
         """The item's record (objects in the subset's class ids), or None when it must be skipped."""
+
+    def describe(self) -> dict[str, Any]:
+        """What meta.json records of the source beyond its name and root (a resumed label run must
+        keep it, data locations aside); nothing for the dataset readers."""
+        return {}
 
     def image_size(self, item: SourceItem) -> tuple[int, int] | None:
         """(width, height) of a windowed source's image, from its header; None: unknown."""
