@@ -17,7 +17,7 @@ way to run any other albumentations recipe).
 
 Multispectral images (`channels` bands of 8 or 16 bits, data.bands) first become floats in [0, 1]
 (divided by `max_pixel_value`, default the data type's maximum); of the colour steps only those that
-mean something for any band take part (`band_color_ops`): brightness and contrast (one factor for
+mean something for any band take part (`color_ops(rgb=False)`): brightness and contrast (one factor for
 all bands) and gamma. Saturation and hue are RGB notions and are left out. `mean` and `std` then have one value per band,
 in that [0, 1] scale.
 """
@@ -63,26 +63,32 @@ def color_ops(
     jitter: Sequence[float] = (0.2, 0.2, 0.2, 0.05),
     gamma: float = 0.5,
     gamma_limit: Sequence[float] = (80, 120),
+    rgb: bool = True,
 ) -> list[A.BasicTransform]:
     """The colour steps. `oneof`: with probability `color_p` one of contrast +-0.2, gamma 80-120,
     brightness +-0.2 (weights 0.5 each) or colour jitter (0.07, 0.07, 0.1, 0.1; weight 0.3), the chosen
     one always applied: the official pre-training's OneOf of albumentations 1.x RandomContrast,
     RandomGamma, RandomBrightness and ColorJitter at their default settings. `separate`: colour jitter
     (`jitter` = brightness, contrast, saturation, hue) with probability `color_jitter`, then gamma
-    (`gamma_limit`) with probability `gamma`. `none`: no colour change."""
+    (`gamma_limit`) with probability `gamma`. `none`: no colour change. `rgb=False` (any number of
+    bands in [0, 1]): the same without saturation and hue, RGB notions: `oneof` draws one of contrast,
+    gamma or brightness, `separate` changes brightness and contrast (`jitter`'s first two)."""
     _choice("data.train_transform.color", color, COLORS)
     if color == "none":
         return []
     if color == "separate":
         b, c, s, h = jitter
-        return [A.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h, p=color_jitter),
-                A.RandomGamma(gamma_limit=tuple(gamma_limit), p=gamma)]
-    return [A.OneOf([
+        first = (A.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h, p=color_jitter) if rgb
+                 else A.RandomBrightnessContrast(brightness_limit=b, contrast_limit=c, p=color_jitter))
+        return [first, A.RandomGamma(gamma_limit=tuple(gamma_limit), p=gamma)]
+    choices = [
         A.RandomBrightnessContrast(brightness_limit=0.0, contrast_limit=0.2, p=0.5),  # RandomContrast()
         A.RandomGamma(gamma_limit=(80, 120), p=0.5),
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.0, p=0.5),  # RandomBrightness()
-        A.ColorJitter(brightness=0.07, contrast=0.07, saturation=0.1, hue=0.1, p=0.3),
-    ], p=color_p)]
+    ]
+    if rgb:
+        choices.append(A.ColorJitter(brightness=0.07, contrast=0.07, saturation=0.1, hue=0.1, p=0.3))
+    return [A.OneOf(choices, p=color_p)]
 
 
 def crop_ops(
@@ -103,28 +109,9 @@ def crop_ops(
     return [
         *flips,
         A.ToFloat(max_value=max_pixel_value),
-        *band_color_ops(**color),
+        *color_ops(**color, rgb=False),
         *normalize_ops(mean, std, channels, max_pixel_value)[1:],
     ]
-
-
-def band_color_ops(color: str = "oneof", color_p: float = 0.3, color_jitter: float = 0.5,
-                   jitter: Sequence[float] = (0.2, 0.2, 0.2, 0.05), gamma: float = 0.5,
-                   gamma_limit: Sequence[float] = (80, 120)) -> list[A.BasicTransform]:
-    """`color_ops` for any number of bands in [0, 1]: the same choices without saturation and hue
-    (RGB notions): `oneof` draws one of contrast, gamma or brightness, `separate` applies brightness
-    and contrast (`jitter`'s first two) then gamma."""
-    _choice("data.train_transform.color", color, COLORS)
-    if color == "none":
-        return []
-    if color == "separate":
-        return [A.RandomBrightnessContrast(brightness_limit=jitter[0], contrast_limit=jitter[1], p=color_jitter),
-                A.RandomGamma(gamma_limit=tuple(gamma_limit), p=gamma)]
-    return [A.OneOf([
-        A.RandomBrightnessContrast(brightness_limit=0.0, contrast_limit=0.2, p=0.5),
-        A.RandomGamma(gamma_limit=(80, 120), p=0.5),
-        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.0, p=0.5),
-    ], p=color_p)]
 
 
 def normalize_ops(mean: Sequence[float], std: Sequence[float], channels: int | None = None,
